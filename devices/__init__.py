@@ -1,0 +1,1 @@
+"""Device descriptions (one TOML per board) and the loader that builds a Device from one."""

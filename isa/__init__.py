@@ -1,0 +1,1 @@
+"""Instruction semantics and timing per core (pipeline rules, latencies, issue)."""

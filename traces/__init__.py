@@ -1,0 +1,1 @@
+"""Per-layer records, exporters and plots."""
