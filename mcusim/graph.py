@@ -93,9 +93,7 @@ class Graph:
                 )
             lo, hi = opdef.n_inputs
             if not lo <= len(op.inputs) <= hi:
-                raise GraphError(
-                    f"takes {lo}..{hi} inputs, got {len(op.inputs)}", layer=op.label
-                )
+                raise GraphError(f"takes {lo}..{hi} inputs, got {len(op.inputs)}", layer=op.label)
             for n in op.inputs:
                 if not n:
                     continue

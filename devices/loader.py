@@ -1,0 +1,165 @@
+"""Load and check device TOML files (bundled ones by name, or a user's file by path)."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mcusim.errors import DeviceError
+
+from .model import Core, Device, FlashAccelerator, Memory, Power
+
+_PACKAGE = "mcusim.devices"
+_MEMORY_KINDS = ("flash", "sram", "tcm")
+_HOLDS = ("constants", "arena", "code")
+
+
+def bundled_devices() -> list[str]:
+    """Names of the device files shipped with mcusim."""
+    return sorted(
+        p.name[: -len(".toml")]
+        for p in resources.files(_PACKAGE).iterdir()
+        if p.name.endswith(".toml")
+    )
+
+
+def load_device(name_or_path: str | Path) -> Device:
+    """A bundled device by name (e.g. "stm32l4r5") or a TOML file by path."""
+    s = str(name_or_path)
+    if s.endswith(".toml") or "/" in s or Path(s).suffix:
+        path = Path(s)
+        if not path.is_file():
+            raise DeviceError(f"device file {s} not found")
+        text = path.read_bytes()
+        origin = str(path)
+    else:
+        res = resources.files(_PACKAGE) / f"{s}.toml"
+        if not res.is_file():
+            raise DeviceError(
+                f"unknown device {s!r}; known devices: {', '.join(bundled_devices())} "
+                "(or give a path to a .toml file)"
+            )
+        text = res.read_bytes()
+        origin = f"{s}.toml"
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise DeviceError(f"{origin}: not valid TOML: {e}") from None
+    return device_from_dict(data, origin)
+
+
+class _Reader:
+    """Typed access to a TOML table that names the file and the dotted key on error."""
+
+    def __init__(self, data: dict[str, Any], origin: str, prefix: str):
+        self.data, self.origin, self.prefix = data, origin, prefix
+
+    def _err(self, key: str, what: str) -> DeviceError:
+        return DeviceError(f"{self.origin}: key '{self.prefix}{key}': {what}")
+
+    def get(self, key: str, typ: type | tuple[type, ...], default: Any = ...) -> Any:
+        if key not in self.data:
+            if default is ...:
+                raise self._err(key, "missing")
+            return default
+        v = self.data[key]
+        if typ is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, typ) or (isinstance(v, bool) and typ in (int, float)):
+            tname = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+            raise self._err(key, f"expected {tname}, got {type(v).__name__} {v!r}")
+        return v
+
+    def positive(self, key: str, typ: type = int, default: Any = ...) -> Any:
+        v = self.get(key, typ, default)
+        if v is not None and v <= 0:
+            raise self._err(key, f"must be > 0, got {v}")
+        return v
+
+    def non_negative(self, key: str, typ: type = int, default: Any = ...) -> Any:
+        v = self.get(key, typ, default)
+        if v < 0:
+            raise self._err(key, f"must be >= 0, got {v}")
+        return v
+
+    def table(self, key: str, default: Any = ...) -> _Reader | None:
+        v = self.get(key, dict, default)
+        return None if v is None else _Reader(v, self.origin, f"{self.prefix}{key}.")
+
+
+def device_from_dict(data: dict[str, Any], origin: str) -> Device:
+    top = _Reader(data, origin, "")
+    dev = top.table("device")
+    core_t = top.table("core")
+    power_t = top.table("power")
+    core = Core(
+        name=core_t.get("name", str),
+        isa=core_t.get("isa", str),
+        clock_hz=core_t.positive("clock_hz", float),
+    )
+    from mcusim.isa.timing import known_cores  # lazy: isa imports are heavier
+
+    if core.name not in known_cores():
+        raise DeviceError(
+            f"{origin}: key 'core.name': unknown core {core.name!r}; "
+            f"known: {', '.join(known_cores())}"
+        )
+    mems_raw = top.get("memory", list)
+    if not mems_raw:
+        raise DeviceError(f"{origin}: key 'memory': at least one [[memory]] table is needed")
+    memories = []
+    for i, m in enumerate(mems_raw):
+        if not isinstance(m, dict):
+            raise DeviceError(f"{origin}: key 'memory[{i}]': expected a table")
+        r = _Reader(m, origin, f"memory[{i}].")
+        kind = r.get("kind", str)
+        if kind not in _MEMORY_KINDS:
+            raise r._err("kind", f"must be one of {_MEMORY_KINDS}, got {kind!r}")
+        holds = tuple(r.get("holds", list, []))
+        for h in holds:
+            if h not in _HOLDS:
+                raise r._err("holds", f"entries must be among {_HOLDS}, got {h!r}")
+        acc_t = r.table("accelerator", None)
+        acc = None
+        if acc_t is not None:
+            acc = FlashAccelerator(
+                line_bytes=acc_t.positive("line_bytes"),
+                icache_lines=acc_t.non_negative("icache_lines", int, 0),
+                dcache_lines=acc_t.non_negative("dcache_lines", int, 0),
+                prefetch=acc_t.get("prefetch", bool, False),
+            )
+        memories.append(
+            Memory(
+                name=r.get("name", str),
+                kind=kind,
+                size=r.positive("size"),
+                width_bits=r.positive("width_bits"),
+                wait_states=r.non_negative("wait_states"),
+                read_pj_per_byte=r.non_negative("read_pj_per_byte", float),
+                write_pj_per_byte=r.non_negative("write_pj_per_byte", float),
+                holds=holds,
+                accelerator=acc,
+            )
+        )
+    names = [m.name for m in memories]
+    if len(set(names)) != len(names):
+        raise DeviceError(f"{origin}: key 'memory': duplicate memory names {names}")
+    for what in ("constants", "arena", "code"):
+        if not any(what in m.holds for m in memories):
+            raise DeviceError(f"{origin}: key 'memory': no memory has '{what}' in its 'holds'")
+    power = Power(
+        voltage_v=power_t.positive("voltage_v", float),
+        active_ua_per_mhz=power_t.positive("active_ua_per_mhz", float),
+    )
+    return Device(
+        name=dev.get("name", str),
+        description=dev.get("description", str, ""),
+        core=core,
+        memories=tuple(memories),
+        power=power,
+        npu=top.get("npu", dict, None),
+        notes=tuple(dev.get("notes", list, [])),
+        source=origin,
+    )

@@ -1,0 +1,234 @@
+"""Command line: ``mcusim run|info|devices|convert``.
+
+User mistakes end with one line on stderr and exit code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, UserError
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n:,}" if n else "-"
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, width=max(Console().width, 150))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import mcusim
+
+    model = mcusim.load(args.model)
+    inputs = None
+    if args.input:
+        inputs = []
+        for f in args.input:
+            try:
+                inputs.append(np.load(f, allow_pickle=False))
+            except (OSError, ValueError) as e:
+                raise InputError(f"cannot read input array: {e}", file=f) from None
+    result = mcusim.run(model, device=args.device, inputs=inputs, seed=args.seed)
+    dev = mcusim.load_device(args.device)
+    mems = [m.name for m in dev.memories]
+
+    from rich.table import Table
+
+    table = Table(title=f"{result.model} on {result.device} @ {result.clock_hz / 1e6:g} MHz")
+    for col, justify in [
+        ("#", "right"),
+        ("layer", "left"),
+        ("op", "left"),
+        ("prec", "left"),
+        ("engine", "left"),
+        ("kernel", "left"),
+        ("MACs", "right"),
+        ("cycles", "right"),
+        ("stall", "right"),
+        ("time µs", "right"),
+    ]:
+        table.add_column(col, justify=justify, no_wrap=col != "layer")
+    for m in mems:
+        table.add_column(f"{m} R", justify="right")
+        table.add_column(f"{m} W", justify="right")
+    table.add_column("energy µJ", justify="right")
+    for r in result.layers:
+        row = [
+            str(r.index),
+            r.name[-28:],
+            r.op,
+            r.precision,
+            r.engine,
+            r.kernel,
+            _fmt_int(r.macs),
+            _fmt_int(r.cycles),
+            _fmt_int(r.stall_cycles),
+            f"{r.latency_s * 1e6:,.1f}",
+        ]
+        for m in mems:
+            rw = r.traffic.get(m, {})
+            row += [_fmt_bytes(rw.get("read", 0)), _fmt_bytes(rw.get("write", 0))]
+        row.append(f"{r.energy_j * 1e6:,.2f}")
+        table.add_row(*row)
+    tot = result.traffic_totals()
+    row = [
+        "",
+        "total",
+        "",
+        "",
+        "",
+        "",
+        _fmt_int(result.total_macs),
+        _fmt_int(result.total_cycles),
+        _fmt_int(sum(r.stall_cycles for r in result.layers)),
+        f"{result.latency_s * 1e6:,.1f}",
+    ]
+    for m in mems:
+        row += [
+            _fmt_bytes(tot.get(m, {}).get("read", 0)),
+            _fmt_bytes(tot.get(m, {}).get("write", 0)),
+        ]
+    row.append(f"{result.energy_j * 1e6:,.2f}")
+    table.add_row(*row, style="bold")
+    con = _console()
+    con.print(table)
+    con.print(
+        f"latency {result.latency_s * 1e3:.3f} ms · energy {result.energy_j * 1e6:.2f} µJ · "
+        f"peak RAM {result.peak_ram_bytes:,} B · flash (constants) {result.flash_bytes:,} B"
+    )
+    for note in result.notes:
+        con.print(f"note: {note}")
+    if args.json:
+        result.to_json(args.json)
+    if args.csv:
+        result.to_csv(args.csv)
+    if args.save_outputs:
+        out = Path(args.save_outputs)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, y in enumerate(result.outputs):
+            np.save(out / f"output_{i}.npy", y)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    import mcusim
+    from mcusim.stats import constant_bytes, graph_macs, op_macs, op_params
+
+    model = mcusim.load(args.model)
+    g = model.graph
+    table = Table(title=f"{g.name}: {len(g.ops)} ops")
+    for col in ("#", "name", "op", "inputs", "output", "params", "MACs"):
+        table.add_column(col, justify="right" if col in ("#", "params", "MACs") else "left")
+    for i, op in enumerate(g.ops):
+        ins = ", ".join(
+            "x".join(map(str, g.tensors[n].shape))
+            for n in op.inputs
+            if n and not g.tensors[n].is_const
+        )
+        out = "x".join(map(str, g.tensors[op.outputs[0]].shape))
+        table.add_row(
+            str(i),
+            op.name[-36:],
+            op.kind,
+            ins,
+            out,
+            _fmt_int(op_params(g, op)),
+            _fmt_int(op_macs(g, op)),
+        )
+    con = _console()
+    con.print(table)
+    con.print(
+        f"inputs: {[(n, g.tensors[n].shape, str(g.tensors[n].dtype)) for n in g.inputs]}\n"
+        f"outputs: {[(n, g.tensors[n].shape, str(g.tensors[n].dtype)) for n in g.outputs]}\n"
+        f"total MACs {graph_macs(g):,} · constants {constant_bytes(g):,} B"
+    )
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    import mcusim
+
+    table = Table(title="bundled devices")
+    for col in ("name", "core", "clock MHz", "memories", "description"):
+        table.add_column(col)
+    for name in mcusim.bundled_devices():
+        d = mcusim.load_device(name)
+        mems = ", ".join(f"{m.name} {m.size // 1024} KB" for m in d.memories)
+        table.add_row(d.name, d.core.name, f"{d.core.clock_hz / 1e6:g}", mems, d.description)
+    _console().print(table)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    import mcusim
+    from mcusim import qnn
+
+    model = mcusim.load(args.model)
+    out = Path(args.output)
+    qnn.save(model.graph, out)
+    print(f"wrote {out} ({out.stat().st_size:,} bytes, {len(model.graph.ops)} ops)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mcusim", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="simulate one inference and print per-layer costs")
+    r.add_argument("model", help=".tflite or .qnn file")
+    r.add_argument("--device", default="stm32l4r5", help="bundled device name or .toml path")
+    r.add_argument("--input", action="append", help=".npy input (repeat for several inputs)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    r.add_argument("--save-outputs", metavar="DIR", help="write output_<i>.npy files here")
+    r.add_argument("--json", metavar="FILE", help="write the full result as JSON")
+    r.add_argument("--csv", metavar="FILE", help="write the per-layer table as CSV")
+    r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("info", help="layers, shapes, parameters and MACs of a model")
+    i.add_argument("model")
+    i.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("devices", help="list bundled devices")
+    d.set_defaults(func=cmd_devices)
+
+    c = sub.add_parser("convert", help="convert a .tflite model to .qnn")
+    c.add_argument("model")
+    c.add_argument("-o", "--output", required=True)
+    c.set_defaults(func=cmd_convert)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"mcusim: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Loading a model file (.tflite or .qnn) into a Model: the graph plus its prepared kernels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelFormatError
+from .graph import Graph
+
+_MAX_MODEL_BYTES = 1 << 30
+
+
+@dataclass
+class PreparedOp:
+    compute: Any
+    params: Any
+    inputs: tuple[str, ...]  # non-constant inputs, in op order
+    outputs: tuple[str, ...]
+
+
+@dataclass(eq=False)
+class Model:
+    """A validated graph; kernel preparation and per-device costs are computed once, lazily."""
+
+    graph: Graph
+    path: str | None = None
+    _prepared: list[PreparedOp] | None = field(default=None, repr=False)
+    _costs: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    def prepared(self) -> list[PreparedOp]:
+        """Per-op kernel params (multipliers, clamp ranges, reordered weights)."""
+        if self._prepared is None:
+            import mcusim.kernels  # noqa: F401  (registers every kernel)
+            from mcusim.kernels.registry import kernel_for
+
+            g = self.graph
+            prepared = []
+            for op in g.ops:
+                kdef = kernel_for(op.kind, layer=op.label)
+                prepared.append(
+                    PreparedOp(
+                        compute=kdef.compute,
+                        params=kdef.prepare(g, op),
+                        inputs=tuple(n for n in op.inputs if n and not g.tensors[n].is_const),
+                        outputs=tuple(op.outputs),
+                    )
+                )
+            self._prepared = prepared
+        return self._prepared
+
+
+def load(path: str | Path) -> Model:
+    """Load a .tflite or .qnn file (recognised by content, not by extension)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFormatError("file not found", file=str(p))
+    size = p.stat().st_size
+    if size > _MAX_MODEL_BYTES:
+        raise ModelFormatError(f"file is {size} bytes, over the 1 GiB limit", file=str(p))
+    with p.open("rb") as f:
+        head = f.read(8)
+    if head[:4] == b"PK\x03\x04":
+        from . import qnn
+
+        graph = qnn.load(p)
+    elif head[4:8] == b"TFL3":
+        from .importers.tflite import load_tflite
+
+        graph = load_tflite(p)
+    elif len(head) < 8:
+        raise ModelFormatError("file is empty or truncated (fewer than 8 bytes)", file=str(p))
+    else:
+        raise ModelFormatError(
+            "not a TFLite flatbuffer (no 'TFL3' identifier) nor a .qnn zip archive", file=str(p)
+        )
+    return Model(graph=graph, path=str(p))

@@ -1,0 +1,207 @@
+"""The run loop: for each layer, kernel choice -> compute (numba) + timing (ISA) + memory
+traffic -> energy -> record.
+
+Costs do not depend on data values, so they are computed once per (model, device) and
+reused by every run on that device; outputs are computed on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mcusim.devices.loader import load_device
+from mcusim.devices.model import Device
+from mcusim.traces.records import LayerRecord, RunResult
+
+from .costs import LayerCost, StreamUse, layer_cost
+from .errors import FitError
+from .graph import Graph, Op
+from .inputs import check_inputs, random_inputs
+from .memory_plan import ArenaPlan, plan_arena
+from .model import Model, load
+from .stats import constant_bytes, op_macs
+
+
+@dataclass(frozen=True)
+class OpTiming:
+    """What the ISA timing model says about one op's kernel, before memory is added."""
+
+    kernel: str
+    compute_cycles: int
+    instructions: int
+    code_bytes: int
+    scratch_bytes: int
+    streams: dict[str, StreamUse]
+
+
+@dataclass(frozen=True)
+class DeviceCosts:
+    device: Device
+    timings: tuple[OpTiming, ...]
+    costs: tuple[LayerCost, ...]
+    plan: ArenaPlan
+    flash_bytes: int
+
+
+def time_op(device: Device, graph: Graph, op: Op) -> OpTiming:
+    """Instruction schedule of the op's kernel for the device's ISA, timed by its core."""
+    from mcusim.isa.timing import core_timing
+    from mcusim.kernels.schedules import schedule_for
+
+    program = schedule_for(device.core.isa, graph, op)
+    tr = core_timing(device.core.name).time(program)
+    streams = {
+        tag: StreamUse(s.read_bytes, s.write_bytes, s.reads, s.writes)
+        for tag, s in tr.streams.items()
+    }
+    return OpTiming(
+        kernel=program.kernel,
+        compute_cycles=int(tr.cycles),
+        instructions=int(tr.instructions),
+        code_bytes=int(tr.code_bytes),
+        scratch_bytes=int(program.scratch_bytes),
+        streams=streams,
+    )
+
+
+def _footprints(graph: Graph, op: Op) -> dict[str, int]:
+    """Distinct bytes behind each stream (decides whether a flash data cache holds them)."""
+    t = graph.tensors
+    consts = [t[n] for n in op.inputs if n and t[n].is_const]
+    acts = [t[n] for n in op.inputs if n and not t[n].is_const]
+    fp: dict[str, int] = {}
+    if op.kind in ("conv2d", "depthwise_conv2d", "fully_connected"):
+        fp["weights"] = consts[0].nbytes if consts else 0
+        fp["bias"] = sum(c.nbytes for c in consts[1:])
+    else:
+        fp["const"] = sum(c.nbytes for c in consts)
+    if acts:
+        fp["input"] = acts[0].nbytes
+    if len(acts) > 1:
+        fp["input2"] = acts[1].nbytes
+    fp["output"] = sum(t[n].nbytes for n in op.outputs)
+    return fp
+
+
+def device_costs(model: Model, device: Device) -> DeviceCosts:
+    key = (device.source, device)
+    cached = model._costs.get(key)
+    if cached is not None:
+        return cached
+    g = model.graph
+    timings = tuple(time_op(device, g, op) for op in g.ops)
+    costs = tuple(
+        layer_cost(
+            device,
+            tm.compute_cycles,
+            tm.instructions,
+            tm.code_bytes,
+            tm.streams,
+            _footprints(g, op),
+        )
+        for op, tm in zip(g.ops, timings, strict=True)
+    )
+    plan = plan_arena(g, {i: tm.scratch_bytes for i, tm in enumerate(timings)})
+    flash = constant_bytes(g)
+    check_fit(model, device, plan.peak_bytes, flash)
+    dc = DeviceCosts(device, timings, costs, plan, flash)
+    model._costs[key] = dc
+    return dc
+
+
+def check_fit(model: Model, device: Device, ram_need: int, flash_need: int) -> None:
+    arena = device.memory_for("arena")
+    consts = device.memory_for("constants")
+    if ram_need > arena.size:
+        raise FitError(
+            f"model {model.name!r} does not fit {device.name}: activations need {ram_need} "
+            f"bytes of {arena.name}, the device has {arena.size}"
+        )
+    if flash_need > consts.size:
+        raise FitError(
+            f"model {model.name!r} does not fit {device.name}: constants need {flash_need} "
+            f"bytes of {consts.name}, the device has {consts.size}"
+        )
+
+
+def _precision(graph: Graph, op: Op) -> str:
+    if op.precision:
+        return op.precision
+    t = graph.tensors
+    acts = [t[n] for n in op.inputs if n and not t[n].is_const]
+    a = acts[0].dtype if acts else t[op.outputs[0]].dtype
+    a_s = "F32" if a.is_float else f"A{a.bits}"
+    if op.kind in ("conv2d", "depthwise_conv2d", "fully_connected"):
+        return f"W{t[op.inputs[1]].dtype.bits}{a_s}"
+    return a_s
+
+
+def compute_outputs(model: Model, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Run every op's compute kernel; returns every activation tensor by name."""
+    env: dict[str, np.ndarray] = dict(zip(model.graph.inputs, inputs, strict=True))
+    for p in model.prepared():
+        outs = p.compute(p.params, [env[n] for n in p.inputs])
+        for n, o in zip(p.outputs, outs, strict=True):
+            env[n] = o
+    return env
+
+
+def run(
+    model: Model | str | Path,
+    device: str | Path | Device = "stm32l4r5",
+    inputs: np.ndarray | Sequence[np.ndarray] | Mapping[str, np.ndarray] | None = None,
+    seed: int = 0,
+    keep_tensors: bool = False,
+) -> RunResult:
+    """Simulate one inference of ``model`` on ``device``.
+
+    ``inputs`` default to seeded random values over each input's range. With
+    ``keep_tensors`` the result also carries every intermediate tensor (``result.tensors``).
+    """
+    if not isinstance(model, Model):
+        model = load(model)
+    dev = device if isinstance(device, Device) else load_device(device)
+    g = model.graph
+    dc = device_costs(model, dev)
+    xs = random_inputs(g, seed) if inputs is None else check_inputs(g, inputs)
+    env = compute_outputs(model, xs)
+    engine = f"cpu:{dev.core.name}"
+    layers = []
+    for i, (op, tm, c) in enumerate(zip(g.ops, dc.timings, dc.costs, strict=True)):
+        layers.append(
+            LayerRecord(
+                index=i,
+                name=op.name,
+                op=op.kind,
+                engine=engine,
+                precision=_precision(g, op),
+                kernel=tm.kernel,
+                macs=op_macs(g, op),
+                instructions=c.instructions,
+                compute_cycles=c.compute_cycles,
+                stall_cycles=c.stall_cycles,
+                cycles=c.cycles,
+                latency_s=c.cycles / dev.core.clock_hz,
+                energy_j=c.energy_j,
+                core_energy_j=c.core_energy_j,
+                memory_energy_j=c.memory_energy_j,
+                traffic={m: dict(rw) for m, rw in c.traffic.items()},
+                output_shape=tuple(g.tensors[op.outputs[0]].shape),
+            )
+        )
+    result = RunResult(
+        model=g.name,
+        device=dev.name,
+        clock_hz=dev.core.clock_hz,
+        layers=layers,
+        outputs=[env[n] for n in g.outputs],
+        peak_ram_bytes=dc.plan.peak_bytes,
+        flash_bytes=dc.flash_bytes,
+        notes=list(dev.notes),
+        tensors=env if keep_tensors else None,
+    )
+    return result

@@ -1,0 +1,114 @@
+"""Device files: the bundled ones load with their documented values; bad files are named."""
+
+from __future__ import annotations
+
+import pytest
+
+from mcusim.devices.loader import bundled_devices, load_device
+from mcusim.errors import DeviceError
+
+
+def test_bundled_devices_listed():
+    assert {"stm32l4r5", "nrf52840", "max78000"} <= set(bundled_devices())
+
+
+@pytest.mark.parametrize(
+    "name, clock, arena, flash, ws",
+    [
+        ("stm32l4r5", 120e6, 655_360, 2_097_152, 5),
+        ("nrf52840", 64e6, 262_144, 1_048_576, 2),
+        ("max78000", 100e6, 131_072, 524_288, 4),
+    ],
+)
+def test_bundled_values(name, clock, arena, flash, ws):
+    d = load_device(name)
+    assert d.core.name == "cortex-m4" and d.core.isa == "armv7em-dsp"
+    assert d.core.clock_hz == clock
+    assert d.memory_for("arena").size == arena
+    assert d.memory_for("constants").size == flash
+    assert d.memory_for("constants").wait_states == ws
+
+
+def test_power_from_datasheet_current():
+    d = load_device("nrf52840")
+    # 52 uA/MHz * 64 MHz * 3.0 V = 9.984 mW
+    assert d.power.active_power_w(d.core.clock_hz) == pytest.approx(9.984e-3)
+
+
+def test_max78000_says_cpu_only():
+    d = load_device("max78000")
+    assert any("every layer runs on the Cortex-M4" in n for n in d.notes)
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "board.toml"
+    p.write_text(text)
+    return p
+
+
+GOOD = """
+[device]
+name = "myboard"
+[core]
+name = "cortex-m4"
+isa = "armv7em-dsp"
+clock_hz = 48_000_000
+[[memory]]
+name = "flash"
+kind = "flash"
+holds = ["constants", "code"]
+size = 262144
+width_bits = 32
+wait_states = 1
+read_pj_per_byte = 10.0
+write_pj_per_byte = 0.0
+[[memory]]
+name = "sram"
+kind = "sram"
+holds = ["arena"]
+size = 65536
+width_bits = 32
+wait_states = 0
+read_pj_per_byte = 1.0
+write_pj_per_byte = 1.0
+[power]
+voltage_v = 1.8
+active_ua_per_mhz = 60.0
+"""
+
+
+def test_user_device_file(tmp_path):
+    d = load_device(_write(tmp_path, GOOD))
+    assert d.name == "myboard" and d.core.clock_hz == 48e6
+    assert d.memory("sram").size == 65536
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (("clock_hz = 48_000_000", "clock_hz = -1"), "key 'core.clock_hz': must be > 0"),
+        (("clock_hz = 48_000_000", 'clock_hz = "fast"'), "key 'core.clock_hz': expected float"),
+        (("size = 65536", 'size = "big"'), "key 'memory[1].size': expected int"),
+        (('kind = "sram"', 'kind = "dram"'), "key 'memory[1].kind'"),
+        (('name = "cortex-m4"', 'name = "cortex-m99"'), "key 'core.name': unknown core"),
+        (("active_ua_per_mhz = 60.0", ""), "key 'power.active_ua_per_mhz': missing"),
+        (('holds = ["arena"]', "holds = []"), "no memory has 'arena'"),
+        (("[power]", "[power"), "not valid TOML"),
+    ],
+)
+def test_malformed_device_names_key(tmp_path, edit, fragment):
+    p = _write(tmp_path, GOOD.replace(*edit))
+    with pytest.raises(DeviceError) as e:
+        load_device(p)
+    assert fragment in str(e.value)
+    assert "board.toml" in str(e.value)
+
+
+def test_unknown_device_name():
+    with pytest.raises(DeviceError, match="unknown device 'stm99'.*stm32l4r5"):
+        load_device("stm99")
+
+
+def test_missing_device_file(tmp_path):
+    with pytest.raises(DeviceError, match="not found"):
+        load_device(tmp_path / "nope.toml")
