@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SHARED_MODELS, model_path
-from tflm_ref import operator_outputs, tensor_names, tflm_interpreter
 
 import mcusim
 from mcusim.inputs import random_inputs
 from mcusim.runner import compute_outputs
+
+from conftest import SHARED_MODELS, model_path
+from tflm_ref import operator_outputs, tensor_names, tflm_interpreter
 
 SEEDS = range(5)
 

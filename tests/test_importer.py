@@ -11,9 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import MODELS, SHARED_MODELS, model_path
-from tflite_builder import TFLiteBuilder, quantize_bias
-from tflm_ref import tflm_run, tflm_run_by_name
 
 from mcusim.dtypes import FLOAT32, INT8, INT32
 from mcusim.errors import GraphError, ModelFormatError, UnsupportedOpError, UserError
@@ -33,6 +30,10 @@ from mcusim.ops import (
     StridedSliceAttrs,
     TransposeAttrs,
 )
+
+from conftest import MODELS, SHARED_MODELS, model_path
+from tflite_builder import TFLiteBuilder, quantize_bias
+from tflm_ref import tflm_run, tflm_run_by_name
 
 KIND_OF = {
     "CONV_2D": "conv2d",
