@@ -99,12 +99,12 @@ def device_from_dict(data: dict[str, Any], origin: str) -> Device:
         isa=core_t.get("isa", str),
         clock_hz=core_t.positive("clock_hz", float),
     )
-    from mcusim.isa.timing import known_cores  # lazy: isa imports are heavier
+    from mcusim.isa.timing import available_cores  # lazy: isa imports are heavier
 
-    if core.name not in known_cores():
+    if core.name.lower() not in available_cores():
         raise DeviceError(
             f"{origin}: key 'core.name': unknown core {core.name!r}; "
-            f"known: {', '.join(known_cores())}"
+            f"known: {', '.join(available_cores())}"
         )
     mems_raw = top.get("memory", list)
     if not mems_raw:

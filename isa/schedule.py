@@ -1,0 +1,141 @@
+"""Instruction schedules: straight-line blocks and counted loops, as a kernel executes them.
+
+A :class:`Program` is a tree of :class:`Block` (instructions executed once each time control
+reaches them) and :class:`Loop` (a body executed ``count`` times). A loop body ends with
+its back-edge branch in the text, so the branch is timed like any other instruction:
+taken for the first ``count - 1`` iterations and not taken on the last. Timing models
+(isa/timing.py, isa/cortex_m4.py) evaluate a loop from its first iteration and its steady
+state, so the cost of a program grows with the number of distinct blocks, never with trip
+counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from .asm import STREAM_TAGS, Instr, parse
+
+_TAG_INDEX = {t: i for i, t in enumerate(STREAM_TAGS)}
+N_TAGS = len(STREAM_TAGS)
+
+
+def _traffic(instrs: tuple[Instr, ...]) -> np.ndarray:
+    """(N_TAGS, 4) int64: read bytes, write bytes, read accesses, write accesses."""
+    t = np.zeros((N_TAGS, 4), dtype=np.int64)
+    for ins in instrs:
+        m = ins.mem
+        if m is None or ins.tag is None:
+            continue
+        row = _TAG_INDEX[ins.tag]
+        if m.is_load:
+            t[row, 0] += m.nbytes
+            t[row, 2] += m.nregs
+        else:
+            t[row, 1] += m.nbytes
+            t[row, 3] += m.nregs
+    return t
+
+
+@dataclass(eq=False)
+class Block:
+    """Straight-line instructions. Build once (module level) and reuse: timing is cached per
+    block object. ``shared`` marks library code (memcpy, ...) whose bytes count once."""
+
+    instrs: tuple[Instr, ...]
+    name: str = ""
+    shared: bool = False
+
+    @classmethod
+    def asm(cls, text: str, name: str = "", shared: bool = False) -> Block:
+        return cls(parse(text, name or "block", True), name, shared)
+
+    @cached_property
+    def traffic(self) -> np.ndarray:
+        return _traffic(self.instrs)
+
+    @cached_property
+    def code_bytes(self) -> int:
+        return sum(i.size for i in self.instrs)
+
+    def __len__(self) -> int:
+        return len(self.instrs)
+
+    @property
+    def ends_with_branch(self) -> bool:
+        """True when the last instruction is a conditional branch (a loop back edge)."""
+        if not self.instrs:
+            return False
+        last = self.instrs[-1]
+        return last.cls == "cbz" or (last.cls == "branch" and last.cond is not None)
+
+
+@dataclass(eq=False)
+class Loop:
+    """``body`` executed ``count`` times; the last instruction of the body is the back edge
+    (a conditional branch) when the compiled loop has one."""
+
+    name: str
+    count: int
+    body: list  # list[Block | Loop]
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ValueError(f"loop {self.name!r}: negative trip count {self.count}")
+        self.count = int(self.count)
+
+    @cached_property
+    def last_block(self) -> Block | None:
+        item = self.body[-1] if self.body else None
+        return item if isinstance(item, Block) else None
+
+    @property
+    def has_back_edge(self) -> bool:
+        lb = self.last_block
+        return lb is not None and lb.ends_with_branch
+
+
+@dataclass(eq=False)
+class Program:
+    """What one op executes: the items, the library function(s) it ran and notes."""
+
+    items: list
+    kernel: str = ""  # e.g. "arm_convolve_1x1_s8_fast -> arm_nn_mat_mult_nt_t_s8"
+    isa: str = "armv7em-dsp"
+    macs: int = 0
+    notes: list[str] = field(default_factory=list)
+    scratch_bytes: int = 0  # arena scratch the kernel needs (set by schedule_for)
+
+    def walk(self):
+        """Yield (item, multiplier) for every block/loop occurrence with its execution count."""
+        stack = [(it, 1) for it in reversed(self.items)]
+        while stack:
+            it, mult = stack.pop()
+            yield it, mult
+            if isinstance(it, Loop):
+                for sub in reversed(it.body):
+                    stack.append((sub, mult * it.count))
+
+    def instructions_executed(self) -> int:
+        return sum(len(it) * m for it, m in self.walk() if isinstance(it, Block))
+
+    def traffic(self) -> np.ndarray:
+        tot = np.zeros((N_TAGS, 4), dtype=np.int64)
+        for it, m in self.walk():
+            if isinstance(it, Block) and m:
+                tot += it.traffic * m
+        return tot
+
+    def code_bytes(self) -> int:
+        seen: set[int] = set()
+        total = 0
+        for it, _ in self.walk():
+            if isinstance(it, Block):
+                if it.shared:
+                    if id(it) in seen:
+                        continue
+                    seen.add(id(it))
+                total += it.code_bytes
+        return total

@@ -1,0 +1,162 @@
+"""Timing results and the registry of core timing models.
+
+A core timing model turns a :class:`~mcusim.isa.schedule.Program` into a
+:class:`TimingResult`. The evaluation here is generic: a model only says how long a block
+takes given the pipeline state it enters with (``block_cycles``); loops are evaluated from
+their first iteration, one steady-state iteration and the last (not-taken back edge), so
+time grows with the number of distinct blocks, not with trip counts.
+
+    from mcusim.isa.timing import core_timing
+    res = core_timing("cortex-m4").time(program)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from mcusim.errors import DeviceError
+
+from .asm import STREAM_TAGS
+from .schedule import Block, Loop, Program
+
+
+@dataclass(frozen=True)
+class StreamTraffic:
+    """Bytes and accesses one stream (tensor/buffer) sees from executed loads/stores."""
+
+    read_bytes: int = 0
+    write_bytes: int = 0
+    reads: int = 0
+    writes: int = 0
+
+
+@dataclass(frozen=True)
+class LoopStat:
+    iterations: int  # total iterations executed (over all entries of the loop)
+    cycles: int  # cycles inside the loop, inclusive of nested loops
+
+
+@dataclass
+class TimingResult:
+    cycles: int
+    instructions: int
+    streams: dict[str, StreamTraffic]
+    code_bytes: int
+    core: str = ""
+    kernel: str = ""
+    macs: int = 0
+    loops: dict[str, LoopStat] = field(default_factory=dict)
+
+    @property
+    def macs_per_cycle(self) -> float:
+        return self.macs / self.cycles if self.cycles else 0.0
+
+    def stream(self, tag: str) -> StreamTraffic:
+        return self.streams.get(tag, StreamTraffic())
+
+
+class CoreTiming:
+    """Base of the per-core timing models; subclasses implement the per-block rules."""
+
+    name: str = ""
+
+    def initial_state(self) -> Any:
+        raise NotImplementedError
+
+    def block_cycles(self, block: Block, state: Any, last_taken: bool | None) -> tuple[int, Any]:
+        """Cycles of ``block`` entered in ``state``; ``last_taken`` overrides whether a final
+        branch is taken (None: as the instruction says). Returns (cycles, exit state)."""
+        raise NotImplementedError
+
+    # -- generic evaluation ------------------------------------------------------------
+    def time(self, program: Program) -> TimingResult:
+        loops: dict[str, list[int]] = {}
+        cycles, _ = self._items(program.items, self.initial_state(), None, 1, loops)
+        traffic = program.traffic()
+        streams = {
+            tag: StreamTraffic(*(int(v) for v in traffic[i]))
+            for i, tag in enumerate(STREAM_TAGS)
+            if traffic[i].any()
+        }
+        return TimingResult(
+            cycles=int(cycles),
+            instructions=program.instructions_executed(),
+            streams=streams,
+            code_bytes=program.code_bytes(),
+            core=self.name,
+            kernel=program.kernel,
+            macs=program.macs,
+            loops={k: LoopStat(v[0], v[1]) for k, v in loops.items()},
+        )
+
+    def _items(self, items, state, last_taken, mult, loops) -> tuple[int, Any]:
+        total = 0
+        n = len(items)
+        for k, it in enumerate(items):
+            lt = last_taken if k == n - 1 else None
+            if isinstance(it, Block):
+                c, state = self.block_cycles(it, state, lt)
+            else:
+                c, state = self._loop(it, state, mult, loops)
+            total += c
+        return total, state
+
+    def _loop(self, loop: Loop, state, mult: int, loops) -> tuple[int, Any]:
+        n = loop.count
+        if n == 0 or not loop.body:
+            return 0, state
+        if loop.has_back_edge:
+            if n == 1:
+                total, state = self._items(loop.body, state, False, mult, loops)
+            else:
+                c1, s1 = self._items(loop.body, state, True, mult, loops)
+                total = c1
+                if n > 2:
+                    cm, _ = self._items(loop.body, s1, True, mult * (n - 2), loops)
+                    total += cm * (n - 2)
+                cl, state = self._items(loop.body, s1, False, mult, loops)
+                total += cl
+        else:
+            c1, s1 = self._items(loop.body, state, None, mult, loops)
+            total, state = c1, s1
+            if n > 1:
+                cm, state = self._items(loop.body, s1, None, mult * (n - 1), loops)
+                total += cm * (n - 1)
+        acc = loops.setdefault(loop.name, [0, 0])
+        acc[0] += n * mult
+        acc[1] += total * mult
+        return total, state
+
+
+_FACTORIES: dict[str, str] = {
+    # name -> "module:Class"; imported lazily so adding a core costs nothing at import
+    "cortex-m4": "mcusim.isa.cortex_m4:CortexM4Timing",
+    "cortex-m4f": "mcusim.isa.cortex_m4:CortexM4Timing",
+}
+
+
+def register_core(name: str, factory: str) -> None:
+    """Register a timing model as 'package.module:ClassName' under a core name."""
+    _FACTORIES[name.lower()] = factory
+    core_timing.cache_clear()
+
+
+def available_cores() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+@cache
+def core_timing(name: str) -> CoreTiming:
+    """The timing model of a core by name (e.g. "cortex-m4"); one shared instance."""
+    key = name.lower()
+    if key not in _FACTORIES:
+        raise DeviceError(
+            f"no instruction timing model for core {name!r}; known: {', '.join(available_cores())}"
+        )
+    mod_name, cls_name = _FACTORIES[key].split(":")
+    import importlib
+
+    cls = getattr(importlib.import_module(mod_name), cls_name)
+    return cls()

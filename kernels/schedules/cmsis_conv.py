@@ -1,0 +1,317 @@
+"""CONV_2D on Armv7E-M + DSP as CMSIS-NN runs it (arm_convolve_wrapper_s8 dispatch).
+
+Dispatch (arm_convolve_wrapper_s8.c, non-MVE):
+- 1x1 (no padding, 1x1 filter, no dilation, filter depth == input depth):
+  stride 1 -> arm_convolve_1x1_s8_fast, else arm_convolve_1x1_s8. Built with GCC (not
+  Arm Compiler 6), the fast variant calls arm_nn_mat_mult_nt_t_s8 on all pixels at once
+  (its s16 im2col path is only compiled for __ARMCC_VERSION); arm_convolve_1x1_s8 calls it
+  once per output row with a strided lhs.
+- 1xN (input height 1, filter height 1, no x dilation, stride_x * in_ch % 4 == 0):
+  arm_convolve_1_x_n_s8, which without MVE is arm_convolve_s8.
+- otherwise arm_convolve_s8: per output pixel an int8 im2col column (memcpy of the
+  filter depth per tap, memset with -input_offset for padding taps), widened to s16 with
+  arm_s8_to_s16_unordered_with_offset; every 2 columns arm_nn_mat_mult_kernel_s8_s16
+  (grouped conv: arm_nn_mat_mult_kernel_row_offset_s8_s16, same loop structure); an odd
+  last column goes through the single-column loop.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from mcusim.graph import Graph, Op
+from mcusim.isa.schedule import Block, Loop, Program
+
+from .common import Geom, conv_geom, memcpy_items, memset_items
+from .matmul import leftover_column, mat_mult_kernel_s8_s16, mat_mult_nt_t_s8
+
+CONV_ENTRY = """
+push   {r4, r5, r6, r7, r8, r9, r10, r11, lr}
+sub    sp, #92
+ldr    r4, [sp, #136]                ; input dims
+ldr    r5, [sp, #140]                ; filter dims
+ldrh   r6, [r4, #4] {stack}
+ldrh   r7, [r4, #8] {stack}
+ldrh   r8, [r5, #4] {stack}
+ldrh   r9, [r5, #8] {stack}
+mul    r10, r8, r9
+ldrh   r9, [r5, #12] {stack}
+mul    r10, r10, r9                  ; rhs_cols
+ands   r11, r10, #3
+it     ne
+rsbne  r11, r11, #4
+add    r11, r11, r10                 ; aligned_rhs_cols
+str    r10, [sp, #16]
+str    r11, [sp, #20]
+"""
+CONV_EXIT = """
+movs   r0, #0
+add    sp, #92
+pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}
+"""
+PIXEL_SETUP = """
+ldr    r3, [sp, #24]                 ; stride_x
+ldr    r2, [sp, #28]                 ; i_out_x
+mul    r3, r3, r2
+ldr    r2, [sp, #32]                 ; pad_x
+subs   r3, r3, r2                    ; base_idx_x
+str    r3, [sp, #36]
+ldr    r3, [sp, #40]                 ; base_idx_y (per row, kept)
+movs   r2, #0
+str    r2, [sp, #44]                 ; i_ker_y
+"""
+# per filter tap: k_y/k_x, bounds test, call memcpy or memset (arm_memcpy_s8/arm_memset_s8)
+TAP_TEST = """
+ldr    r3, [sp, #44]                 ; i_ker_y
+ldr    r2, [sp, #48]                 ; dilation_y
+ldr    r1, [sp, #40]
+mla    r4, r2, r3, r1                ; k_y
+ldr    r3, [sp, #52]                 ; i_ker_x
+ldr    r2, [sp, #56]                 ; dilation_x
+ldr    r1, [sp, #36]
+mla    r5, r2, r3, r1                ; k_x
+cmp    r4, #0
+blt    .Lpad
+cmp    r4, r6
+bge    .Lpad
+cmp    r5, #0
+blt    .Lpad
+cmp    r5, r7
+bge    .Lpad
+"""
+# a padding tap leaves the bounds test at its first failing compare (taken branch)
+TAP_TEST_PAD = TAP_TEST.split("blt    .Lpad")[0] + "blt    .Lpad {taken}\n"
+TAP_COPY_ARGS = """
+mla    r1, r4, r7, r5
+ldr    r3, [sp, #60]                 ; input_ch
+ldr    r2, [sp, #64]                 ; input_data
+mla    r1, r1, r3, r2
+ldr    r0, [sp, #68]                 ; im2col_buf
+ldr    r2, [sp, #72]                 ; kernel_ch
+"""
+TAP_PAD_ARGS = """
+ldr    r1, [sp, #76]                 ; -input_offset
+ldr    r0, [sp, #68]
+ldr    r2, [sp, #72]
+"""
+TAP_END = """
+ldr    r3, [sp, #68]
+ldr    r2, [sp, #72]
+add    r3, r3, r2
+str    r3, [sp, #68]                 ; im2col_buf += kernel_ch
+ldr    r3, [sp, #52]
+adds   r3, #1
+str    r3, [sp, #52]
+ldr    r2, [sp, #80]                 ; kernel_x (row wrap folded in)
+cmp    r3, r2
+blt    .Ltap
+"""
+# arm_s8_to_s16_unordered_with_offset: 4 elements per step, PKHBT'd offset pair in r3
+S16_CALL = """
+ldr    r0, [sp, #68]
+ldr    r1, [sp, #84]                 ; im2col_buf_start_s16
+ldr    r2, [sp, #16]
+subs   r0, r0, r2
+ldr    r3, [sp, #88]
+bl     arm_s8_to_s16_unordered_with_offset
+push   {r4, r5, lr}
+pkhbt  r3, r3, r3, lsl #16
+asrs   r4, r2, #2
+beq    .Ls16_tail
+"""
+S16_INNER = """
+ldr    r5, [r0], #4     {scratch}
+sxtab16 ip, r3, r5
+ror    r5, r5, #8
+sxtab16 r5, r3, r5
+str    ip, [r1], #4     {scratch}
+str    r5, [r1], #4     {scratch}
+subs   r4, #1
+bne    .Ls16_loop
+"""
+S16_TAIL = """
+ldrsb  r5, [r0], #1     {scratch}
+add    r5, r3
+strh   r5, [r1], #2     {scratch}
+subs   r2, #1
+bne    .Ls16_tail
+"""
+S16_RET = """
+pop    {r4, r5, pc}
+"""
+PIXEL_END = """
+ldr    r3, [sp, #84]
+ldr    r2, [sp, #20]
+add    r3, r3, r2, lsl #1
+str    r3, [sp, #84]                 ; im2col_buf_start_s16 += aligned_rhs_cols
+ldr    r3, [sp, #12]
+adds   r3, #1
+str    r3, [sp, #12]                 ; lhs_rows++
+cmp    r3, #2
+bne    .Lnext_pixel
+"""
+PAIR_ARGS = """
+ldr    r0, [sp, #4]                  ; filter
+ldr    r1, [sp, #8]                  ; buffer_a
+ldr    r2, [sp, #52]                 ; output_ch_per_group
+ldr    r3, [sp, #56]
+str    r3, [sp]
+"""
+PAIR_END = """
+ldr    r3, [sp, #8]
+str    r3, [sp, #84]
+movs   r3, #0
+str    r3, [sp, #12]
+ldr    r3, [sp, #28]
+adds   r3, #1
+str    r3, [sp, #28]
+cmp    r3, r8
+blt    .Lpixels
+"""
+
+
+@cache
+def _blocks():
+    b = Block.asm
+    return {
+        "entry": b(CONV_ENTRY, "conv_entry"),
+        "exit": b(CONV_EXIT, "conv_exit"),
+        "pixel": b(PIXEL_SETUP, "conv_pixel_setup"),
+        "tap_test": b(TAP_TEST, "conv_tap_test"),
+        "tap_test_pad": b(TAP_TEST_PAD, "conv_tap_test_pad"),
+        "tap_copy": b(TAP_COPY_ARGS, "conv_tap_copy_args"),
+        "tap_pad": b(TAP_PAD_ARGS, "conv_tap_pad_args"),
+        "tap_end": b(TAP_END, "conv_tap_end"),
+        "s16_call": b(S16_CALL, "s8_to_s16_entry"),
+        "s16_inner": b(S16_INNER, "s8_to_s16_loop"),
+        "s16_tail": b(S16_TAIL, "s8_to_s16_tail"),
+        "s16_ret": b(S16_RET, "s8_to_s16_ret"),
+        "pixel_end": b(PIXEL_END, "conv_pixel_end"),
+        "pair_args": b(PAIR_ARGS, "conv_pair_args"),
+        "pair_end": b(PAIR_END, "conv_pair_end"),
+        "row_end_1x1": b("adds r4, #1\ncmp r4, r5\nblt .Lrows", "conv1x1_row_end"),
+    }
+
+
+def _im2col_column(g: Geom, kernel_ch: int, n_valid: int, rhs_cols: int) -> list:
+    """Items of building one im2col column with ``n_valid`` in-bounds taps."""
+    k = _blocks()
+    taps = g.k_h * g.k_w
+    # a tap copy is word-aligned when every offset is a multiple of 4 bytes
+    aligned = g.in_c % 4 == 0 and kernel_ch % 4 == 0
+    copy = Loop(
+        "im2col_copy_taps",
+        n_valid,
+        [
+            k["tap_test"],
+            k["tap_copy"],
+            *memcpy_items(kernel_ch, aligned, "input", "scratch"),
+            k["tap_end"],
+        ],
+    )
+    pad = Loop(
+        "im2col_pad_taps",
+        taps - n_valid,
+        [
+            k["tap_test_pad"],
+            k["tap_pad"],
+            *memset_items(kernel_ch, aligned, "scratch"),
+            k["tap_end"],
+        ],
+    )
+    widen = [
+        k["s16_call"],
+        Loop("s8_to_s16", rhs_cols // 4, [k["s16_inner"]]),
+        Loop("s8_to_s16_tail", rhs_cols % 4, [k["s16_tail"]]),
+        k["s16_ret"],
+    ]
+    return [k["pixel"], copy, pad, *widen, k["pixel_end"]]
+
+
+def convolve_s8_items(g: Geom, kernel_ch: int, groups: int) -> list:
+    """arm_convolve_s8 (DSP): im2col per pixel, kernel per column pair, odd column."""
+    k = _blocks()
+    rhs_cols = g.k_h * g.k_w * kernel_ch
+    out_ch_g = g.out_c // groups
+    n_pix = g.out_pixels
+    per_group: list = []
+    # im2col of every pixel: pixels grouped by how many taps are in bounds
+    for n_valid, count in sorted(g.taps_valid().items()):
+        per_group.append(
+            Loop(
+                f"im2col_pixels_{n_valid}taps",
+                count,
+                _im2col_column(g, kernel_ch, n_valid, rhs_cols),
+            )
+        )
+    per_group.append(
+        Loop(
+            "conv_column_pairs",
+            n_pix // 2,
+            [k["pair_args"], *mat_mult_kernel_s8_s16(out_ch_g, rhs_cols), k["pair_end"]],
+        )
+    )
+    if n_pix % 2:
+        per_group += leftover_column(out_ch_g, rhs_cols)
+    body = [Loop("conv_groups", groups, per_group)] if groups > 1 else per_group
+    return [k["entry"], Loop("batches", g.batches, body), k["exit"]]
+
+
+def is_1x1(g: Geom, kernel_ch: int) -> bool:
+    return (
+        g.pad_t == 0
+        and g.pad_l == 0
+        and g.k_h == 1
+        and g.k_w == 1
+        and g.d_h == 1
+        and g.d_w == 1
+        and g.in_c == kernel_ch
+    )
+
+
+def is_1_x_n(g: Geom, kernel_ch: int) -> bool:
+    return (
+        g.in_h == 1
+        and g.d_w == 1
+        and g.k_h == 1
+        and (g.s_w * g.in_c) % 4 == 0
+        and g.in_c == kernel_ch
+    )
+
+
+def conv2d_program(graph: Graph, op: Op) -> Program:
+    g = conv_geom(graph, op)
+    kernel_ch = int(graph.tensor(op.inputs[1]).shape[3])
+    groups = max(1, g.in_c // kernel_ch)
+    macs = g.batches * g.out_pixels * g.out_c * g.k_h * g.k_w * kernel_ch
+    k = _blocks()
+    if is_1x1(g, kernel_ch):
+        if g.s_h == 1 and g.s_w == 1:
+            kernel = "arm_convolve_1x1_s8_fast -> arm_nn_mat_mult_nt_t_s8"
+            items = [
+                k["entry"],
+                *mat_mult_nt_t_s8(g.batches * g.in_h * g.in_w, g.out_c, g.in_c),
+                k["exit"],
+            ]
+        else:
+            kernel = "arm_convolve_1x1_s8 -> arm_nn_mat_mult_nt_t_s8"
+            row = Loop(
+                "conv1x1_out_rows",
+                g.batches * g.out_h,
+                [
+                    *mat_mult_nt_t_s8(g.out_w, g.out_c, g.in_c),
+                    k["row_end_1x1"],
+                ],
+            )
+            items = [k["entry"], row, k["exit"]]
+        notes = ["GCC build: the ACLE-only s16 im2col path of 1x1_fast is not compiled"]
+    else:
+        if is_1_x_n(g, kernel_ch):
+            kernel = "arm_convolve_1_x_n_s8 -> arm_convolve_s8 -> arm_nn_mat_mult_kernel_s8_s16"
+        else:
+            kernel = "arm_convolve_s8 -> arm_nn_mat_mult_kernel_s8_s16"
+        if groups > 1:
+            kernel = kernel.replace("kernel_s8_s16", "kernel_row_offset_s8_s16")
+        items = convolve_s8_items(g, kernel_ch, groups)
+        notes = []
+    return Program(items, kernel=kernel, macs=macs, notes=notes)

@@ -1,0 +1,199 @@
+"""SOFTMAX on Armv7E-M (arm_softmax_s8 -> arm_nn_softmax_common_s8, non-MVE).
+
+Per row: a max pass; a sum pass computing exp(diff) for every element whose difference to
+the max is >= diff_min (EXP_ON_NEG: a fixed-point polynomial plus seven conditional
+multiplies, each a saturating rounding doubling high multiply); CLZ and a Newton
+reciprocal (ONE_OVER1); an output pass recomputing exp, scaling, shifting and clamping.
+The schedule assumes every element passes the diff_min test (the data-dependent skip only
+shortens the run), so it is an upper bound for rows with very negative differences.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from mcusim.graph import Graph, Op
+from mcusim.isa.schedule import Block, Loop, Program
+
+
+def _mul_sat(a: str, b: str, d: str) -> str:
+    """arm_nn_doubling_high_mult(a, b) -> d (gemmlowp rounding, saturating)."""
+    return f"""
+mov    r6, #0x40000000
+eors   r7, {a}, {b}
+it     mi
+rsbmi  r6, r6, #1
+asrs   r7, r6, #31
+smlal  r6, r7, {a}, {b}
+lsrs   r6, r6, #31
+orr    {d}, r6, r7, lsl #1
+cmp    {a}, #0x80000000
+it     eq
+cmpeq  {b}, #0x80000000
+it     eq
+mvneq  {d}, #0x80000000
+"""
+
+
+def _div_pow2(x: str, e: int) -> str:
+    """arm_nn_divide_by_power_of_two with a constant exponent."""
+    return f"""
+and    r6, {x}, #{(1 << e) - 1}
+asrs   {x}, {x}, #{e}
+movs   r7, #{((1 << e) - 1) >> 1}
+add    r7, r7, {x}, lsr #31
+cmp    r6, r7
+it     gt
+addgt  {x}, #1
+"""
+
+
+def _const(reg: str, value: int) -> str:
+    return f"movw {reg}, #{value & 0xFFFF}\nmovt {reg}, #{(value >> 16) & 0xFFFF}\n"
+
+
+def _exp_on_negative() -> str:
+    """EXP_ON_NEG(val in r0) -> r0."""
+    t = """
+bic    r1, r0, #0xFF000000
+sub    r1, r1, #0x1000000            ; val_mod_minus_quarter
+sub    r2, r1, r0                    ; remainder
+lsl    r3, r1, #5
+add    r3, r3, #0x10000000           ; x
+"""
+    t += _mul_sat("r3", "r3", "r4")  # x2
+    t += _mul_sat("r4", "r4", "r5")  # x2^2
+    t += _div_pow2("r5", 2)
+    t += _mul_sat("r4", "r3", "r1")  # x2 * x
+    t += "add r5, r5, r1\n" + _const("r1", 715827883)
+    t += _mul_sat("r5", "r1", "r5")
+    t += "add r5, r5, r4\n" + _div_pow2("r5", 1) + "add r5, r5, r3\n"
+    t += _const("r1", 1895147668) + _mul_sat("r1", "r5", "r5") + "add r5, r5, r1\n"
+    for bit, c in zip(
+        range(24, 31),
+        (1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242),
+        strict=True,
+    ):
+        t += _const("r1", c) + _mul_sat("r5", "r1", "r4")
+        t += f"tst r2, #{1 << bit}\nit ne\nmovne r5, r4\n"
+    t += "cmp r0, #0\nite eq\nmvneq r0, #0x80000000\nmovne r0, r5\n"
+    return t
+
+
+MAX_LOOP = """
+ldrsb  r3, [r1], #1    {input}
+cmp    r3, r4
+it     gt
+movgt  r4, r3
+subs   r2, #1
+bne    .Lsm_max
+"""
+SUM_PRE = """
+ldrsb  r0, [r1], #1    {input}
+subs   r0, r0, r4                    ; diff = x - max
+cmp    r0, r8                        ; diff >= diff_min ?
+blt    .Lsm_skip
+ldr    r3, [sp, #8]                  ; mask (1 << shift)
+mul    r0, r0, r3
+ldr    r3, [sp, #12]                 ; mult
+"""
+SUM_POST = """
+add    r9, r9, r0                    ; sum += DIV_POW2(exp, ACCUM_BITS)
+subs   r10, #1
+bne    .Lsm_sum
+"""
+ROW_MID = (
+    """
+clz    r3, r9                         ; headroom
+lsl    r0, r9, r3
+sub    r0, r0, #0x80000000
+"""
+    + "".join(_mul_sat("r0", "r1", "r2") + "add r1, r1, r2\n" for _ in range(3))
+    + """
+str    r0, [sp, #16]                  ; shifted_scale
+rsb    r3, r3, #35                    ; bits_over_unit
+str    r3, [sp, #20]
+"""
+)
+OUT_POST = (
+    """
+ldr    r1, [sp, #16]
+"""
+    + _mul_sat("r1", "r0", "r0")
+    + """
+ldr    r3, [sp, #20]
+movs   r1, #1
+lsls   r1, r3
+subs   r1, #1
+and    r2, r0, r1
+asrs   r0, r3
+asrs   r1, #1
+add    r1, r1, r0, lsr #31
+cmp    r2, r1
+it     gt
+addgt  r0, #1
+subs   r0, #128                       ; + NN_Q7_MIN
+cmp    r0, #127
+it     gt
+movgt  r0, #127
+strb   r0, [r11], #1   {output}
+subs   r10, #1
+bne    .Lsm_out
+"""
+)
+ROW_SETUP = """
+ldrsb  r4, [r1], #1    {input}        ; max = input[0]
+subs   r2, r5, #1
+"""
+ROW_END = """
+ldr    r3, [sp, #24]
+subs   r3, #1
+str    r3, [sp, #24]
+bne    .Lsm_rows
+"""
+ENTRY = """
+push   {r4, r5, r6, r7, r8, r9, r10, r11, lr}
+sub    sp, #36
+"""
+EXIT = """
+add    sp, #36
+pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}
+"""
+
+
+@cache
+def _blocks():
+    b = Block.asm
+    exp = _exp_on_negative()
+    scaled = _mul_sat("r0", "r3", "r0") + exp
+    return {
+        "entry": b(ENTRY, "sm_entry"),
+        "exit": b(EXIT, "sm_exit"),
+        "row_setup": b(ROW_SETUP, "sm_row_setup"),
+        "max": b(MAX_LOOP, "sm_max"),
+        "sum": b(SUM_PRE + scaled + _div_pow2("r0", 12) + SUM_POST, "sm_sum"),
+        "mid": b(ROW_MID, "sm_row_mid"),
+        "out": b(SUM_PRE.replace(".Lsm_skip", ".Lsm_min") + scaled + OUT_POST, "sm_out"),
+        "row_end": b(ROW_END, "sm_row_end"),
+    }
+
+
+def softmax_program(graph: Graph, op: Op) -> Program:
+    x = graph.tensor(op.inputs[0])
+    row = int(x.shape[-1]) if x.shape else 1
+    rows = max(1, x.size // max(row, 1))
+    k = _blocks()
+    body = [
+        k["row_setup"],
+        Loop("sm_max", row - 1, [k["max"]]),
+        Loop("sm_sum", row, [k["sum"]]),
+        k["mid"],
+        Loop("sm_out", row, [k["out"]]),
+        k["row_end"],
+    ]
+    return Program(
+        [k["entry"], Loop("sm_rows", rows, body), k["exit"]],
+        kernel="arm_softmax_s8 -> arm_nn_softmax_common_s8",
+        macs=0,
+        notes=["every element assumed >= diff_min (upper bound)"],
+    )

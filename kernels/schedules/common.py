@@ -1,0 +1,285 @@
+"""Shared pieces of the Armv7E-M (M4 + DSP) schedules: requantization, clamping, memcpy /
+memset as newlib runs them, layer geometry and border-class counting.
+
+Instruction text is our own rendering of what GCC -O2 emits for the CMSIS-NN C code
+(register choices are plausible, not exact); the timing-relevant parts (instruction mix,
+order of loads, address dependencies, IT blocks, loop back edges) follow the source.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from functools import cache
+
+from mcusim.errors import UnsupportedOpError
+from mcusim.graph import Graph, Op, Tensor
+from mcusim.isa.schedule import Block, Loop
+from mcusim.ops import conv_padding
+
+# --- arm_nn_requantize (default build: doubling-high-mult without saturation, then
+# rounding divide by power of two), per output, value in r0, multiplier r1, shift r2.
+REQUANT_TEXT = """
+bic    r3, r2, r2, asr #31      ; left shift = max(shift, 0)
+lsl    r0, r0, r3               ; x << left
+mov    r4, #0x40000000          ; 2^30 rounding term, low word
+movs   r3, #0                   ; high word
+smlal  r4, r3, r0, r1           ; x * M + 2^30 (64-bit)
+lsrs   r4, r4, #31
+orr    r0, r4, r3, lsl #1       ; bits [62:31]
+rsbs   r3, r2, #0
+bic    r3, r3, r3, asr #31      ; right shift = max(-shift, 0)
+movs   r4, #1
+lsls   r4, r3
+subs   r4, #1                   ; remainder mask
+and    r1, r0, r4               ; remainder
+asrs   r0, r3                   ; quotient
+asrs   r4, #1                   ; threshold = mask >> 1
+add    r4, r4, r0, lsr #31      ; threshold += (quotient < 0)
+cmp    r1, r4
+it     gt
+addgt  r0, #1
+"""
+
+# + output offset, clamp to the activation range, store one int8 output.
+OUT_STORE_TEXT = """
+add    r0, r0, r8               ; + output offset
+cmp    r0, r9
+it     lt
+movlt  r0, r9                   ; max(act_min)
+cmp    r0, r10
+it     gt
+movgt  r0, r10                  ; min(act_max)
+strb   r0, [r11], #1   {output}
+"""
+
+# per-channel multiplier and shift loads (post-incremented arrays)
+LOAD_QPARAMS_TEXT = """
+ldr    r2, [r6], #4    {const}  ; shift[ch]
+ldr    r1, [r5], #4    {const}  ; multiplier[ch]
+"""
+
+
+@cache
+def requant_out_block(src_reg: str = "r8", per_channel: bool = True) -> Block:
+    """One output: move the accumulator, (load per-channel params), requantize, clamp, store."""
+    text = f"mov r0, {src_reg}\n"
+    text += LOAD_QPARAMS_TEXT if per_channel else ""
+    text += REQUANT_TEXT + OUT_STORE_TEXT
+    name = "requant_out_pc" if per_channel else "requant_out"
+    return Block.asm(text, name)
+
+
+@cache
+def requant_block() -> Block:
+    """arm_nn_requantize alone (value in r0; multiplier r1 and shift r2 already in place)."""
+    return Block.asm(REQUANT_TEXT, "requant")
+
+
+# --- newlib (non-nano) memcpy/memset for Armv7-M, as far as a short copy executes it.
+@cache
+def _memcpy_blocks(src: str, dst: str):
+    entry = Block.asm(
+        """
+        bl     memcpy
+        mov    ip, r0
+        orr    r3, r0, r1
+        lsls   r3, r3, #30
+        bne    .Lmc_bytes
+        subs   r2, #4
+        blo    .Lmc_tail
+        """,
+        "memcpy_entry",
+        shared=True,
+    )
+    words = Block.asm(
+        f"""
+        ldr    r3, [r1], #4    {{{src}}}
+        subs   r2, #4
+        str    r3, [ip], #4    {{{dst}}}
+        bhs    .Lmc_words
+        """,
+        "memcpy_words",
+        shared=True,
+    )
+    fix = Block.asm("adds r2, #4", "memcpy_fix", shared=True)
+    nbytes = Block.asm(
+        f"""
+        ldrb   r3, [r1], #1    {{{src}}}
+        subs   r2, #1
+        strb   r3, [ip], #1    {{{dst}}}
+        bne    .Lmc_bytes
+        """,
+        "memcpy_bytes",
+        shared=True,
+    )
+    ret = Block.asm("bx lr", "memcpy_ret", shared=True)
+    return entry, words, fix, nbytes, ret
+
+
+def memcpy_items(n: int, aligned: bool, src: str, dst: str) -> list:
+    """Items of one memcpy(dst, src, n) call; word loop only when both ends are aligned."""
+    entry, words, fix, nbytes, ret = _memcpy_blocks(src, dst)
+    nw, nb = (n // 4, n % 4) if aligned else (0, n)
+    return [
+        entry,
+        Loop("memcpy_words", nw, [words]),
+        fix,
+        Loop("memcpy_bytes", nb, [nbytes]),
+        ret,
+    ]
+
+
+@cache
+def _memset_blocks(dst: str):
+    entry = Block.asm(
+        """
+        bl     memset
+        mov    ip, r0
+        lsls   r3, r0, #30
+        bne    .Lms_bytes
+        orr    r1, r1, r1, lsl #8
+        orr    r1, r1, r1, lsl #16
+        subs   r2, #4
+        """,
+        "memset_entry",
+        shared=True,
+    )
+    words = Block.asm(
+        f"""
+        str    r1, [ip], #4    {{{dst}}}
+        subs   r2, #4
+        bhs    .Lms_words
+        """,
+        "memset_words",
+        shared=True,
+    )
+    fix = Block.asm("adds r2, #4", "memset_fix", shared=True)
+    nbytes = Block.asm(
+        f"""
+        strb   r1, [ip], #1    {{{dst}}}
+        subs   r2, #1
+        bne    .Lms_bytes
+        """,
+        "memset_bytes",
+        shared=True,
+    )
+    ret = Block.asm("bx lr", "memset_ret", shared=True)
+    return entry, words, fix, nbytes, ret
+
+
+def memset_items(n: int, aligned: bool, dst: str) -> list:
+    entry, words, fix, nbytes, ret = _memset_blocks(dst)
+    nw, nb = (n // 4, n % 4) if aligned else (0, n)
+    return [
+        entry,
+        Loop("memset_words", nw, [words]),
+        fix,
+        Loop("memset_bytes", nb, [nbytes]),
+        ret,
+    ]
+
+
+# --- layer geometry -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Geom:
+    """NHWC conv/pool geometry with TFLite's padding."""
+
+    batches: int
+    in_h: int
+    in_w: int
+    in_c: int
+    out_h: int
+    out_w: int
+    out_c: int
+    k_h: int
+    k_w: int
+    s_h: int
+    s_w: int
+    d_h: int
+    d_w: int
+    pad_t: int
+    pad_l: int
+
+    @property
+    def out_pixels(self) -> int:
+        return self.out_h * self.out_w
+
+    def rows_valid(self) -> Counter:
+        """Counter: number of in-bounds kernel rows -> number of output rows having it."""
+        return _valid_counts(self.in_h, self.out_h, self.k_h, self.s_h, self.d_h, self.pad_t)
+
+    def cols_valid(self) -> Counter:
+        return _valid_counts(self.in_w, self.out_w, self.k_w, self.s_w, self.d_w, self.pad_l)
+
+    def taps_valid(self) -> Counter:
+        """Counter: in-bounds taps per output pixel -> number of output pixels (per batch)."""
+        out: Counter = Counter()
+        for ry, ny in self.rows_valid().items():
+            for cx, nx in self.cols_valid().items():
+                out[ry * cx] += ny * nx
+        return out
+
+
+def _valid_counts(in_size, out_size, k, s, d, pad) -> Counter:
+    c: Counter = Counter()
+    for o in range(out_size):
+        base = o * s - pad
+        n = sum(1 for i in range(k) if 0 <= base + i * d < in_size)
+        c[n] += 1
+    return c
+
+
+def nhwc(t: Tensor) -> tuple[int, int, int, int]:
+    s = tuple(int(x) for x in t.shape)
+    if len(s) == 4:
+        return s  # type: ignore[return-value]
+    if len(s) == 3:
+        return (1, *s)  # type: ignore[return-value]
+    if len(s) == 2:
+        return (s[0], 1, 1, s[1])
+    raise UnsupportedOpError(f"expected an NHWC tensor, got shape {s}")
+
+
+def conv_geom(graph: Graph, op: Op) -> Geom:
+    x = graph.tensor(op.inputs[0])
+    w = graph.tensor(op.inputs[1])
+    y = graph.tensor(op.outputs[0])
+    n, ih, iw, ic = nhwc(x)
+    _, oh, ow, oc = nhwc(y)
+    a = op.attrs
+    kh, kw = int(w.shape[1]), int(w.shape[2])
+    sh, sw = a.stride
+    dh, dw = a.dilation
+    pt = conv_padding(ih, kh, sh, dh, oh) if a.padding == "same" else 0
+    pl = conv_padding(iw, kw, sw, dw, ow) if a.padding == "same" else 0
+    return Geom(n, ih, iw, ic, oh, ow, oc, kh, kw, sh, sw, dh, dw, pt, pl)
+
+
+def pool_geom(graph: Graph, op: Op) -> Geom:
+    x = graph.tensor(op.inputs[0])
+    y = graph.tensor(op.outputs[0])
+    n, ih, iw, ic = nhwc(x)
+    _, oh, ow, oc = nhwc(y)
+    a = op.attrs
+    kh, kw = a.filter
+    sh, sw = a.stride
+    pt = conv_padding(ih, kh, sh, 1, oh) if a.padding == "same" else 0
+    pl = conv_padding(iw, kw, sw, 1, ow) if a.padding == "same" else 0
+    return Geom(n, ih, iw, ic, oh, ow, oc, kh, kw, sh, sw, 1, 1, pt, pl)
+
+
+def tensor_size(graph: Graph, name: str) -> int:
+    return graph.tensor(name).size
+
+
+def per_channel(graph: Graph, op: Op) -> bool:
+    q = graph.tensor(op.inputs[1]).quant
+    return q is not None and q.axis is not None and len(q.scale) > 1
+
+
+def weight_zero_point(graph: Graph, op: Op) -> int:
+    q = graph.tensor(op.inputs[1]).quant
+    if q is None or len(q.zero_point) == 0:
+        return 0
+    return int(q.zero_point[0])

@@ -1,0 +1,652 @@
+"""The CMSIS-NN matrix kernels shared by conv, 1x1 conv and fully connected (DSP path).
+
+- ``arm_nn_mat_mult_kernel_s8_s16``: 2 output channels x 2 im2col columns (s16), 4 columns
+  of the reduction per step with SMLAD; leftover reduction columns and an odd channel.
+- ``arm_nn_mat_mult_nt_t_s8`` (DSP branch): int8 x int8 with the input offset folded into
+  sum(w) * offset; 2 out-channels x 2 rows, 16/4/1 reduction columns per step.
+- ``arm_nn_vec_mat_mult_t_s8`` (DSP branch, rhs_offset == 0 or not): 2 rows per pass, 4
+  columns per step, unrolled 4x by ``#pragma GCC optimize("unroll-loops")``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from mcusim.isa.schedule import Block, Loop
+
+from .common import requant_out_block
+
+# ----------------------------------------------------------------- mat_mult_kernel_s8_s16
+# GCC 12 -O2: 26 instructions per 16 MACs (cortex-m.md section 5): the ROR of
+# read_and_pad_reordered is not folded (C ROR + SXTB16 intrinsic), col_count is spilled.
+S8S16_INNER = """
+ldr    r4, [r0], #4     {weights}   ; 4 weights, channel n
+ldr    r5, [r1], #4     {weights}   ; 4 weights, channel n+1
+ldr    r6, [r2]         {scratch}   ; column 0: 2 x s16
+ldr    r7, [r3]         {scratch}   ; column 1: 2 x s16
+mov    lr, r4, ror #8
+sxtb16 r4, r4                        ; a01
+sxtb16 lr, lr                        ; a02
+smlad  r8, r4, r6, r8
+smlad  r9, r4, r7, r9
+mov    r4, r5, ror #8
+sxtb16 r5, r5                        ; a11
+sxtb16 r4, r4                        ; a12
+smlad  r10, r5, r6, r10
+smlad  r11, r5, r7, r11
+ldr    r6, [r2, #4]     {scratch}
+ldr    r7, [r3, #4]     {scratch}
+adds   r2, #8
+adds   r3, #8
+smlad  r8, lr, r6, r8
+smlad  r9, lr, r7, r9
+smlad  r10, r4, r6, r10
+smlad  r11, r4, r7, r11
+ldr    ip, [sp, #4]                  ; col_count (spilled)
+subs   ip, #1
+str    ip, [sp, #4]
+bne    .Lk_inner
+"""
+
+S8S16_LEFT = """
+ldrsb  r4, [r0], #1     {weights}
+ldrsh  r6, [r2], #2     {scratch}
+ldrsb  r5, [r1], #1     {weights}
+ldrsh  r7, [r3], #2     {scratch}
+mla    r8, r4, r6, r8
+mla    r9, r4, r7, r9
+mla    r10, r5, r6, r10
+mla    r11, r5, r7, r11
+subs   ip, #1
+bne    .Lk_left
+"""
+
+S8S16_ROW_SETUP = """
+ldr    r2, [sp, #8]                  ; input_b
+ldr    r3, [sp, #12]                 ; aligned_num_col_a
+add    r3, r2, r3, lsl #1            ; ip_b1
+ldr    ip, [sp, #16]                 ; num_col_a
+add    r1, r0, ip                    ; ip_a1
+ldr    r8, [r5], #4     {bias}
+mov    r9, r8
+ldr    r10, [r5], #4    {bias}
+mov    r11, r10
+lsrs   ip, ip, #2
+str    ip, [sp, #4]
+beq    .Lk_nocols
+"""
+
+S8S16_ROW_MID = """
+ldr    ip, [sp, #16]
+ands   ip, ip, #3                     ; leftover columns
+beq    .Lk_noleft
+"""
+
+S8S16_ROW_END = """
+ldr    ip, [sp, #16]
+add    r0, r0, ip                    ; skip the second row of A
+ldr    ip, [sp, #20]                 ; row_count
+subs   ip, #1
+str    ip, [sp, #20]
+bne    .Lk_rows
+"""
+
+S8S16_ODD_INNER = """
+ldr    r4, [r0], #4     {weights}
+ldr    r6, [r2]         {scratch}
+ldr    r7, [r3]         {scratch}
+mov    lr, r4, ror #8
+sxtb16 r4, r4
+sxtb16 lr, lr
+smlad  r8, r4, r6, r8
+smlad  r9, r4, r7, r9
+ldr    r6, [r2, #4]     {scratch}
+ldr    r7, [r3, #4]     {scratch}
+adds   r2, #8
+adds   r3, #8
+smlad  r8, lr, r6, r8
+smlad  r9, lr, r7, r9
+subs   ip, #1
+bne    .Lk_odd
+"""
+
+S8S16_ODD_LEFT = """
+ldrsb  r4, [r0], #1     {weights}
+ldrsh  r6, [r2], #2     {scratch}
+ldrsh  r7, [r3], #2     {scratch}
+mla    r8, r4, r6, r8
+mla    r9, r4, r7, r9
+subs   ip, #1
+bne    .Lk_oddleft
+"""
+
+S8S16_ENTRY = """
+push   {r4, r5, r6, r7, r8, r9, r10, r11, lr}
+sub    sp, #28
+ldr    r5, [sp, #76]                 ; bias
+ldr    r6, [sp, #64]                 ; out_shift
+ldr    r7, [sp, #68]                 ; out_mult
+lsrs   ip, r2, #1
+str    ip, [sp, #20]
+beq    .Lk_norows
+"""
+
+S8S16_EXIT = """
+add    sp, #28
+pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}
+"""
+
+
+@cache
+def _s8s16_blocks():
+    b = Block.asm
+    return {
+        "entry": b(S8S16_ENTRY, "s8s16_entry"),
+        "row_setup": b(S8S16_ROW_SETUP, "s8s16_row_setup"),
+        "inner": b(S8S16_INNER, "s8s16_inner"),
+        "row_mid": b(S8S16_ROW_MID, "s8s16_row_mid"),
+        "left": b(S8S16_LEFT, "s8s16_left"),
+        "row_end": b(S8S16_ROW_END, "s8s16_row_end"),
+        "odd_inner": b(S8S16_ODD_INNER, "s8s16_odd_inner"),
+        "odd_left": b(S8S16_ODD_LEFT, "s8s16_odd_left"),
+        "exit": b(S8S16_EXIT, "s8s16_exit"),
+        "call": b("bl arm_nn_mat_mult_kernel_s8_s16", "s8s16_call"),
+    }
+
+
+def mat_mult_kernel_s8_s16(out_ch: int, num_col: int) -> list:
+    """One call: 2 im2col columns against ``out_ch`` filters of ``num_col`` weights."""
+    k = _s8s16_blocks()
+    out4 = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
+    row = Loop(
+        "s8s16_rows",
+        out_ch // 2,
+        [
+            k["row_setup"],
+            Loop("s8s16_cols4", num_col // 4, [k["inner"]]),
+            k["row_mid"],
+            Loop("s8s16_cols_left", num_col % 4, [k["left"]]),
+            *out4,
+            k["row_end"],
+        ],
+    )
+    items: list = [k["call"], k["entry"], row]
+    if out_ch % 2:
+        items += [
+            k["row_setup"],
+            Loop("s8s16_odd_cols4", num_col // 4, [k["odd_inner"]]),
+            k["row_mid"],
+            Loop("s8s16_odd_left", num_col % 4, [k["odd_left"]]),
+            out4[0],
+            out4[1],
+        ]
+    items.append(k["exit"])
+    return items
+
+
+# Leftover single column of arm_convolve_s8 / arm_convolve_1x1_s8_fast (inline in caller):
+# one filter at a time against one s16 column.
+COL1_INNER = """
+ldr    r4, [r0], #4     {weights}
+mov    r5, r4, ror #8
+sxtb16 r4, r4
+sxtb16 r5, r5
+ldr    r6, [r2], #4     {scratch}
+smlad  r8, r4, r6, r8
+ldr    r7, [r2], #4     {scratch}
+smlad  r8, r5, r7, r8
+subs   ip, #1
+bne    .Lc1_inner
+"""
+COL1_LEFT = """
+ldrsb  r4, [r0], #1     {weights}
+ldrsh  r6, [r2], #2     {scratch}
+mla    r8, r4, r6, r8
+subs   ip, #1
+bne    .Lc1_left
+"""
+COL1_SETUP = """
+ldr    r8, [r5], #4     {bias}
+ldr    r2, [sp, #8]                  ; buffer_a
+ldr    ip, [sp, #16]
+lsrs   ip, ip, #2
+beq    .Lc1_nocols
+"""
+COL1_END = """
+ldr    ip, [sp, #24]
+subs   ip, #1
+str    ip, [sp, #24]
+bne    .Lc1_rows
+"""
+
+
+@cache
+def _col1_blocks():
+    b = Block.asm
+    return (
+        b(COL1_SETUP, "col1_setup"),
+        b(COL1_INNER, "col1_inner"),
+        b(COL1_LEFT, "col1_left"),
+        b(COL1_END, "col1_end"),
+    )
+
+
+def leftover_column(out_ch: int, num_col: int) -> list:
+    setup, inner, left, end = _col1_blocks()
+    return [
+        Loop(
+            "leftover_col_rows",
+            out_ch,
+            [
+                setup,
+                Loop("leftover_col_cols4", num_col // 4, [inner]),
+                Loop("leftover_col_left", num_col % 4, [left]),
+                requant_out_block("r8"),
+                end,
+            ],
+        )
+    ]
+
+
+# ------------------------------------------------------------------------ mat_mult_nt_t_s8
+# One 4-column step for 2 rows x 2 out-channels (16 MACs); SXTB16_RORn is inline asm, so
+# the rotation is folded into SXTB16.
+NT_CHUNK = """
+ldr    r4, [r1], #4     {weights}   ; rhs row 0
+sxtb16 r5, r4
+ldr    r6, [r0], #4     {input}     ; lhs row 0
+sxtb16 r7, r6
+ldr    ip, [r1, r2]     {weights}   ; rhs row 1 (rhs_off0)
+sxtb16 r4, r4, ror #8
+sxtb16 r6, r6, ror #8
+smlad  r8, r7, r5, r8
+sxtb16 lr, ip
+smlad  r8, r6, r4, r8
+sxtb16 ip, ip, ror #8
+smlad  r9, r7, lr, r9
+smlad  r9, r6, ip, r9
+ldr    r6, [r0, r3]     {input}     ; lhs row 1 (lhs_off0)
+sxtb16 r7, r6
+sxtb16 r6, r6, ror #8
+smlad  r10, r7, r5, r10
+smlad  r11, r7, lr, r11
+smlad  r10, r6, r4, r10
+smlad  r11, r6, ip, r11
+"""
+NT_LOOP_END = """
+ldr    r5, [sp, #12]                 ; rhs_cols_idx
+adds   r5, #{step}
+str    r5, [sp, #12]
+ldr    r4, [sp, #16]                 ; rhs_cols - {step}
+cmp    r5, r4
+ble    .Lnt_{step}
+"""
+NT_SCALAR = """
+ldrsb  r4, [r1]         {weights}
+ldrsb  r5, [r1, r2]     {weights}
+ldrsb  r6, [r0]         {input}
+ldrsb  r7, [r0, r3]     {input}
+mla    r8, r6, r4, r8
+mla    r9, r6, r5, r9
+mla    r10, r7, r4, r10
+mla    r11, r7, r5, r11
+adds   r1, #1
+adds   r0, #1
+ldr    r5, [sp, #12]
+adds   r5, #1
+str    r5, [sp, #12]
+cmp    r5, lr
+blt    .Lnt_1
+"""
+NT_ODDROW_CHUNK = """
+ldr    r4, [r1], #4     {weights}
+ldr    r5, [r1, r2]     {weights}
+ldr    r6, [r0], #4     {input}
+sxtb16 r7, r4
+sxtb16 ip, r6
+sxtb16 lr, r5
+sxtb16 r4, r4, ror #8
+sxtb16 r6, r6, ror #8
+sxtb16 r5, r5, ror #8
+smlad  r8, ip, r7, r8
+smlad  r8, r6, r4, r8
+smlad  r9, ip, lr, r9
+smlad  r9, r6, r5, r9
+"""
+NT_ODDROW_SCALAR = """
+ldrsb  r4, [r1]         {weights}
+ldrsb  r5, [r1, r2]     {weights}
+ldrsb  r6, [r0], #1     {input}
+adds   r1, #1
+mla    r8, r6, r4, r8
+mla    r9, r6, r5, r9
+subs   ip, #1
+bne    .Lnt_odd1
+"""
+NT_WSUM = """
+ldrsb  r4, [r1], #1     {weights}
+ldrsb  r5, [r1, r2]     {weights}
+add    r8, r4
+add    r9, r5
+subs   ip, #1
+bne    .Lnt_wsum
+"""
+NT_PAIR_SETUP = """
+ldr    r0, [sp, #32]                 ; lhs
+ldr    r1, [sp, #36]                 ; rhs
+ldr    r2, [sp, #40]                 ; rhs_cols
+movs   r8, #0
+movs   r9, #0
+mov    ip, r2
+"""
+NT_PAIR_OFFS = """
+ldr    r3, [sp, #44]                 ; lhs_offset
+mul    r8, r8, r3
+mul    r9, r9, r3
+ldr    r4, [r5], #4     {bias}
+add    r8, r4
+ldr    r4, [r5], #4     {bias}
+add    r9, r4
+strd   r8, r9, [sp, #48]
+ldr    ip, [sp, #52]                 ; lhs_rows
+lsrs   ip, ip, #1
+str    ip, [sp, #20]
+beq    .Lnt_nopairs
+"""
+NT_ROW_SETUP = """
+ldr    r1, [sp, #36]
+ldrd   r8, r9, [sp, #48]
+mov    r10, r8
+mov    r11, r9
+movs   r5, #0
+str    r5, [sp, #12]
+ldr    r4, [sp, #16]
+cmp    r4, #0
+blt    .Lnt_no16
+"""
+NT_ROW_END = """
+ldr    r4, [sp, #28]                 ; lhs_cols_offset
+subs   r0, r0, lr
+add    r0, r0, r4, lsl #1            ; next pair of rows
+ldr    ip, [sp, #20]
+subs   ip, #1
+str    ip, [sp, #20]
+bne    .Lnt_rows
+"""
+NT_PAIR_END = """
+ldr    r4, [sp, #40]
+ldr    r1, [sp, #36]
+add    r1, r1, r4, lsl #1
+str    r1, [sp, #36]
+ldr    r4, [sp, #56]
+adds   r4, #2
+str    r4, [sp, #56]
+ldr    ip, [sp, #60]
+cmp    r4, ip
+ble    .Lnt_pairs
+"""
+NT_ODDCH_SCALAR = """
+ldrsb  r4, [r1], #1     {weights}
+ldrsb  r6, [r0], #1     {input}
+add    r6, r6, r3
+mla    r8, r6, r4, r8
+subs   ip, #1
+bne    .Lnt_oddch1
+"""
+NT_ODDCH_SETUP = """
+ldr    r8, [r5]         {bias}
+ldr    r1, [sp, #36]
+ldr    ip, [sp, #40]
+"""
+NT_ODDCH_END = """
+ldr    r4, [sp, #28]
+subs   r0, r0, lr
+add    r0, r0, r4
+ldr    ip, [sp, #24]
+subs   ip, #1
+str    ip, [sp, #24]
+bne    .Lnt_oddrows
+"""
+NT_ENTRY = """
+push   {r4, r5, r6, r7, r8, r9, r10, r11, lr}
+sub    sp, #68
+ldr    r5, [sp, #108]                ; bias
+ldr    r6, [sp, #116]                ; dst_shifts
+ldr    r7, [sp, #112]                ; dst_multipliers
+"""
+NT_EXIT = """
+add    sp, #68
+pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}
+"""
+
+
+@cache
+def _nt_blocks():
+    b = Block.asm
+    return {
+        "call": b("bl arm_nn_mat_mult_nt_t_s8", "nt_call"),
+        "entry": b(NT_ENTRY, "nt_entry"),
+        "exit": b(NT_EXIT, "nt_exit"),
+        "pair_setup": b(NT_PAIR_SETUP, "nt_pair_setup"),
+        "wsum": b(NT_WSUM, "nt_wsum"),
+        "pair_offs": b(NT_PAIR_OFFS, "nt_pair_offs"),
+        "row_setup": b(NT_ROW_SETUP, "nt_row_setup"),
+        "c16": b(NT_CHUNK * 4 + NT_LOOP_END.format(step=16), "nt_cols16"),
+        "c4": b(NT_CHUNK + NT_LOOP_END.format(step=4), "nt_cols4"),
+        "c1": b(NT_SCALAR, "nt_cols1"),
+        "row_end": b(NT_ROW_END, "nt_row_end"),
+        "odd16": b(NT_ODDROW_CHUNK * 4 + NT_LOOP_END.format(step=16), "nt_odd16"),
+        "odd4": b(NT_ODDROW_CHUNK + NT_LOOP_END.format(step=4), "nt_odd4"),
+        "odd1": b(NT_ODDROW_SCALAR, "nt_odd1"),
+        "pair_end": b(NT_PAIR_END, "nt_pair_end"),
+        "oddch_setup": b(NT_ODDCH_SETUP, "nt_oddch_setup"),
+        "oddch1": b(NT_ODDCH_SCALAR, "nt_oddch1"),
+        "oddch_end": b(NT_ODDCH_END, "nt_oddch_end"),
+    }
+
+
+def mat_mult_nt_t_s8(lhs_rows: int, rhs_rows: int, rhs_cols: int) -> list:
+    """One call of arm_nn_mat_mult_nt_t_s8 (DSP branch): lhs_rows pixels x rhs_rows
+    filters of rhs_cols int8 weights."""
+    k = _nt_blocks()
+    out = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
+    n16 = rhs_cols // 16
+    n4 = (rhs_cols % 16) // 4
+    n1 = rhs_cols % 4
+    pair_rows = Loop(
+        "nt_row_pairs",
+        lhs_rows // 2,
+        [
+            k["row_setup"],
+            Loop("nt_cols16", n16, [k["c16"]]),
+            Loop("nt_cols4", n4, [k["c4"]]),
+            Loop("nt_cols1", n1, [k["c1"]]),
+            *out,
+            k["row_end"],
+        ],
+    )
+    odd_row: list = []
+    if lhs_rows % 2:
+        odd_row = [
+            k["row_setup"],
+            Loop("nt_odd16", n16, [k["odd16"]]),
+            Loop("nt_odd4", n4, [k["odd4"]]),
+            Loop("nt_odd1", n1, [k["odd1"]]),
+            out[0],
+            out[1],
+        ]
+    pairs = Loop(
+        "nt_ch_pairs",
+        rhs_rows // 2,
+        [
+            k["pair_setup"],
+            Loop("nt_wsum", rhs_cols, [k["wsum"]]),
+            k["pair_offs"],
+            pair_rows,
+            *odd_row,
+            k["pair_end"],
+        ],
+    )
+    items: list = [k["call"], k["entry"], pairs]
+    if rhs_rows % 2:
+        items += [
+            Loop(
+                "nt_oddch_rows",
+                lhs_rows,
+                [
+                    k["oddch_setup"],
+                    Loop("nt_oddch_cols", rhs_cols, [k["oddch1"]]),
+                    out[0],
+                    k["oddch_end"],
+                ],
+            )
+        ]
+    items.append(k["exit"])
+    return items
+
+
+# ----------------------------------------------------------------------- vec_mat_mult_t_s8
+VM_CHUNK_W0 = """
+ldr     r4, [r0], #4    {input}
+sxtab16 r5, r3, r4, ror #8          ; vec_1 = lhs + lhs_offset (odd bytes)
+sxtab16 r4, r3, r4                  ; vec_0
+ldr     r6, [r1], #4    {weights}
+sxtb16  r7, r6, ror #8
+sxtb16  r6, r6
+smlad   r8, r7, r5, r8
+smlad   r8, r6, r4, r8
+ldr     r6, [r2], #4    {weights}
+sxtb16  r7, r6, ror #8
+sxtb16  r6, r6
+smlad   r9, r7, r5, r9
+smlad   r9, r6, r4, r9
+"""
+# rhs_offset != 0: weights get the offset with SXTAB16 (offset pair in ip)
+VM_CHUNK_WOFF = VM_CHUNK_W0.replace("sxtb16  r7, r6, ror #8", "sxtab16 r7, ip, r6, ror #8").replace(
+    "sxtb16  r6, r6", "sxtab16 r6, ip, r6"
+)
+VM_ODD_CHUNK = """
+ldr     r4, [r0], #4    {input}
+sxtab16 r5, r3, r4, ror #8
+sxtab16 r4, r3, r4
+ldr     r6, [r1], #4    {weights}
+sxtb16  r7, r6, ror #8
+sxtb16  r6, r6
+smlad   r8, r7, r5, r8
+smlad   r8, r6, r4, r8
+"""
+VM_LOOP_END = """
+subs    lr, #1
+bne     .Lvm_cols
+"""
+VM_SCALAR = """
+ldrsb   r4, [r0], #1    {input}
+ldrsb   r6, [r1], #1    {weights}
+ldrsb   r7, [r2], #1    {weights}
+add     r4, r4, r10
+mla     r8, r4, r6, r8
+mla     r9, r4, r7, r9
+subs    lr, #1
+bne     .Lvm_scalar
+"""
+VM_ODD_SCALAR = """
+ldrsb   r4, [r0], #1    {input}
+ldrsb   r6, [r1], #1    {weights}
+add     r4, r4, r10
+mla     r8, r4, r6, r8
+subs    lr, #1
+bne     .Lvm_oddscalar
+"""
+VM_ROW_SETUP = """
+ldr     r8, [r5], #4    {bias}
+ldr     r9, [r5], #4    {bias}
+ldr     r0, [sp, #8]                 ; lhs
+ldr     r1, [sp, #12]                ; rhs
+ldr     lr, [sp, #16]                ; rhs_cols
+add     r2, r1, lr
+add     ip, r2, lr
+str     ip, [sp, #12]
+lsrs    lr, lr, #4                   ; unrolled-by-4 trip count
+beq     .Lvm_rem
+"""
+VM_ROW_MID = """
+ldr     lr, [sp, #16]
+ubfx    lr, lr, #2, #2               ; col_loop_cnt % 4
+cbz     lr, .Lvm_norem
+"""
+VM_ROW_END = """
+ldr     lr, [sp, #20]
+subs    lr, #1
+str     lr, [sp, #20]
+bne     .Lvm_rows
+"""
+VM_ENTRY = """
+push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}
+sub     sp, #28
+ldr     r5, [sp, #72]                ; bias
+ldr     r3, [sp, #76]                ; lhs_offset
+pkhbt   r3, r3, r3, lsl #16          ; lhs offset pair
+ldr     r1, [sp, #84]                ; dst_multiplier
+ldr     r2, [sp, #88]                ; dst_shift
+"""
+VM_EXIT = """
+add     sp, #28
+pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}
+"""
+
+
+@cache
+def _vm_blocks(weight_offset: bool):
+    b = Block.asm
+    chunk = VM_CHUNK_WOFF if weight_offset else VM_CHUNK_W0
+    return {
+        "call": b("bl arm_nn_vec_mat_mult_t_s8", "vm_call"),
+        "entry": b(VM_ENTRY, "vm_entry"),
+        "exit": b(VM_EXIT, "vm_exit"),
+        "row_setup": b(VM_ROW_SETUP, "vm_row_setup"),
+        "c4x4": b(chunk * 4 + VM_LOOP_END, "vm_cols4x4"),
+        "c4": b(chunk + VM_LOOP_END, "vm_cols4"),
+        "row_mid": b(VM_ROW_MID, "vm_row_mid"),
+        "c1": b(VM_SCALAR, "vm_cols1"),
+        "row_end": b(VM_ROW_END, "vm_row_end"),
+        "odd4x4": b(VM_ODD_CHUNK * 4 + VM_LOOP_END, "vm_odd4x4"),
+        "odd4": b(VM_ODD_CHUNK + VM_LOOP_END, "vm_odd4"),
+        "odd1": b(VM_ODD_SCALAR, "vm_odd1"),
+    }
+
+
+def vec_mat_mult_t_s8(
+    rhs_rows: int, rhs_cols: int, weight_offset: bool = False, per_channel: bool = False
+) -> list:
+    """One call of arm_nn_vec_mat_mult_t_s8 (per_channel: ..._per_ch_s8, which loads the
+    multiplier/shift of each row): one input vector against rhs_rows rows."""
+    k = _vm_blocks(weight_offset)
+    out0 = requant_out_block("r8", per_channel=per_channel)
+    out1 = requant_out_block("r9", per_channel=per_channel)
+    col4 = rhs_cols // 4
+    rows = Loop(
+        "vm_row_pairs",
+        rhs_rows // 2,
+        [
+            k["row_setup"],
+            Loop("vm_cols4x4", col4 // 4, [k["c4x4"]]),
+            k["row_mid"],
+            Loop("vm_cols4", col4 % 4, [k["c4"]]),
+            Loop("vm_cols1", rhs_cols % 4, [k["c1"]]),
+            out0,
+            out1,
+            k["row_end"],
+        ],
+    )
+    items: list = [k["call"], k["entry"], rows]
+    if rhs_rows % 2:
+        items += [
+            k["row_setup"],
+            Loop("vm_odd4x4", col4 // 4, [k["odd4x4"]]),
+            k["row_mid"],
+            Loop("vm_odd4", col4 % 4, [k["odd4"]]),
+            Loop("vm_odd1", rhs_cols % 4, [k["odd1"]]),
+            out0,
+        ]
+    items.append(k["exit"])
+    return items

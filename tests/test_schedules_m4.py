@@ -1,0 +1,382 @@
+"""CMSIS-NN schedules for Armv7E-M + DSP timed on the Cortex-M4: kernel dispatch, a whole
+small layer worked out by hand, stream byte counts against hand formulas, inner-loop
+MAC/cycle from the rules, and whole-model timing speed."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from test_isa_m4 import unrolled_cycles
+
+from mcusim.dtypes import INT8, INT32, Quant
+from mcusim.graph import Graph, Op, Tensor
+from mcusim.isa.schedule import Loop, Program
+from mcusim.isa.timing import core_timing
+from mcusim.kernels.schedules import schedule_for
+from mcusim.kernels.schedules.matmul import _s8s16_blocks
+from mcusim.ops import (
+    Conv2DAttrs,
+    DepthwiseConv2DAttrs,
+    ElementwiseAttrs,
+    FullyConnectedAttrs,
+    Pool2DAttrs,
+    ReshapeAttrs,
+    SoftmaxAttrs,
+    conv_output_size,
+)
+
+from conftest import model_path
+
+M4 = core_timing("cortex-m4")
+
+
+def _q(n: int = 1, axis: int | None = None) -> Quant:
+    return Quant(np.full(n, 0.05, np.float32), np.zeros(n, np.int64), axis)
+
+
+def _t(name, shape, dtype=INT8, data=None, n_q=1, axis=None):
+    return Tensor(name, tuple(shape), dtype, _q(n_q, axis), data)
+
+
+def fc_graph(n_in: int, n_out: int, batch: int = 1):
+    t = {
+        "x": _t("x", (batch, n_in)),
+        "w": _t("w", (n_out, n_in), data=np.ones((n_out, n_in), np.int8)),
+        "b": _t("b", (n_out,), INT32, np.zeros(n_out, np.int32)),
+        "y": _t("y", (batch, n_out)),
+    }
+    op = Op("fully_connected", "fc", ["x", "w", "b"], ["y"], FullyConnectedAttrs())
+    return Graph(t, [op], ["x"], ["y"]), op
+
+
+def conv_graph(h, w, c_in, c_out, k, stride=1, padding="same", depthwise=False, mult=1):
+    oh = conv_output_size(h, k, stride, 1, padding)
+    ow = conv_output_size(w, k, stride, 1, padding)
+    if depthwise:
+        c_out = c_in * mult
+        wshape = (1, k, k, c_out)
+        attrs = DepthwiseConv2DAttrs((stride, stride), (1, 1), padding, "none", mult)
+        kind = "depthwise_conv2d"
+    else:
+        wshape = (c_out, k, k, c_in)
+        attrs = Conv2DAttrs((stride, stride), (1, 1), padding, "none")
+        kind = "conv2d"
+    t = {
+        "x": _t("x", (1, h, w, c_in)),
+        "w": _t("w", wshape, data=np.ones(wshape, np.int8), n_q=c_out, axis=3 if depthwise else 0),
+        "b": _t("b", (c_out,), INT32, np.zeros(c_out, np.int32)),
+        "y": _t("y", (1, oh, ow, c_out)),
+    }
+    op = Op(kind, "conv", ["x", "w", "b"], ["y"], attrs)
+    return Graph(t, [op], ["x"], ["y"]), op
+
+
+def _unary_graph(kind, shape_in, shape_out, attrs, second=False):
+    t = {"x": _t("x", shape_in), "y": _t("y", shape_out)}
+    ins = ["x"]
+    if second:
+        t["x2"] = _t("x2", shape_in)
+        ins.append("x2")
+    op = Op(kind, kind, ins, ["y"], attrs)
+    return Graph(t, [op], ins, ["y"]), op
+
+
+# --------------------------------------------------------------------------- dispatch
+@pytest.mark.parametrize(
+    "args, kernel",
+    [
+        (dict(h=6, w=6, c_in=8, c_out=16, k=1), "arm_convolve_1x1_s8_fast"),
+        (dict(h=6, w=6, c_in=8, c_out=16, k=1, stride=2), "arm_convolve_1x1_s8 "),
+        (dict(h=6, w=6, c_in=8, c_out=16, k=3), "arm_convolve_s8 "),
+        (dict(h=1, w=16, c_in=4, c_out=8, k=1, padding="valid", stride=2), "arm_convolve_1x1_s8 "),
+        (dict(h=6, w=6, c_in=8, c_out=8, k=3, depthwise=True), "arm_depthwise_conv_3x3_s8"),
+        (dict(h=6, w=6, c_in=8, c_out=8, k=5, depthwise=True), "arm_depthwise_conv_s8_opt"),
+        (dict(h=6, w=6, c_in=1, c_out=8, k=3, depthwise=True, mult=8), "depthwise_conv_s8_mult_4"),
+        (dict(h=6, w=6, c_in=2, c_out=6, k=3, depthwise=True, mult=3), "depthwise_conv_s8_generic"),
+    ],
+)
+def test_cmsis_dispatch(args, kernel):
+    g, op = conv_graph(**args)
+    prog = schedule_for("armv7em-dsp", g, op)
+    assert kernel in prog.kernel + " "
+
+
+def test_1xn_conv_goes_through_convolve_s8():
+    g, op = conv_graph(h=1, w=16, c_in=4, c_out=8, k=1, padding="valid")
+    # 1x1 wins over 1xN in the wrapper (1x1 is tested first)
+    assert "1x1_s8_fast" in schedule_for("armv7em-dsp", g, op).kernel
+    t = {
+        "x": _t("x", (1, 1, 16, 4)),
+        "w": _t("w", (8, 1, 3, 4), data=np.ones((8, 1, 3, 4), np.int8), n_q=8, axis=0),
+        "b": _t("b", (8,), INT32, np.zeros(8, np.int32)),
+        "y": _t("y", (1, 1, 16, 8)),
+    }
+    op = Op("conv2d", "c", ["x", "w", "b"], ["y"], Conv2DAttrs((1, 1), (1, 1), "same"))
+    prog = schedule_for("armv7em-dsp", Graph(t, [op], ["x"], ["y"]), op)
+    assert prog.kernel.startswith("arm_convolve_1_x_n_s8 -> arm_convolve_s8")
+
+
+def test_dilated_depthwise_uses_generic():
+    # the wrapper needs dilation 1 for 3x3/opt; ch_mult 1 with dilation -> generic loop
+    g, op = conv_graph(h=8, w=8, c_in=8, c_out=8, k=3, depthwise=True, padding="valid")
+    op.attrs = DepthwiseConv2DAttrs((1, 1), (2, 2), "valid", "none", 1)
+    g.tensors["y"] = _t("y", (1, 4, 4, 8))
+    prog = schedule_for("armv7em-dsp", g, op)
+    assert prog.kernel == "arm_depthwise_conv_s8 (depthwise_conv_s8_generic)"
+
+
+# --------------------------------------------------------------- a whole layer by hand
+def test_fully_connected_4x2_by_hand():
+    """FC 4 inputs -> 2 outputs: every block of arm_fully_connected_s8 ->
+    arm_nn_vec_mat_mult_t_s8 counted from the TRM rules (cortex_m4.toml values)."""
+    g, op = fc_graph(4, 2)
+    prog = schedule_for("armv7em-dsp", g, op)
+    assert prog.kernel == "arm_fully_connected_s8 -> arm_nn_vec_mat_mult_t_s8"
+    # fc_entry: PUSH 5 regs 1+5; SUB SP 1; LDR [sp] 2 +1 (SP written by the SUB);
+    #           LDR [r4] 2 (address is the previous load's result: not pipelined)  = 12
+    fc_entry = 6 + 1 + 3 + 2
+    bl = 3  # BL: 1 + P
+    # vm_entry: PUSH 9 regs 10; SUB 1; LDR 3 (SP dependency); LDR 1 (pipelined);
+    #           PKHBT 1; LDR 2; LDR 1                                          = 19
+    vm_entry = 10 + 1 + 3 + 1 + 1 + 2 + 1
+    # row setup: 5 loads all pipelined behind the entry's last load 5*1; ADD, ADD 2;
+    #            STR imm 1; LSRS 1; BEQ not taken 1                            = 10
+    row_setup = 5 + 2 + 1 + 1 + 1
+    # unrolled-by-4 loop: 4 // 16 = 0 iterations
+    # row_mid: LDR 2; UBFX 1; CBZ not taken 1                                  = 4
+    row_mid = 4
+    # one 4-column step, LDR 2 + 2 SXTAB16 + (LDR 2 + 2 SXTB16 + 2 SMLAD) * 2 = 16,
+    # then SUBS 1 and BNE not taken 1 (only iteration)                         = 18
+    cols4 = 16 + 1 + 1
+    # one output: MOV 1; requantize 19 instructions, IT folded after the 16-bit CMP: 18;
+    #             offset/clamp/store 8 instructions, two folded ITs: 6        = 25
+    out = 1 + 18 + 6
+    # row end: LDR 2 (after a store, nothing pipelines); SUBS 1; STR 1; BNE not taken 1
+    row_end = 2 + 1 + 1 + 1
+    # vm_exit: ADD SP 1; POP 9 regs with PC: 1 + 9 + P(2) + 1 (SP just written)  = 14
+    vm_exit = 1 + 13
+    # fc batch end: LDR 2; ADD 1; LDR 2; ADD 1; SUBS 1; BNE not taken 1           = 8
+    batch_end = 8
+    # fc_exit: MOVS 1; ADD SP 1; POP 5 regs with PC 1 + 5 + 2 + 1 (SP)           = 11
+    fc_exit = 1 + 1 + 9
+    expected = (
+        fc_entry
+        + bl
+        + vm_entry
+        + row_setup
+        + row_mid
+        + cols4
+        + 2 * out
+        + row_end
+        + vm_exit
+        + batch_end
+        + fc_exit
+    )
+    assert expected == 154
+    res = M4.time(prog)
+    assert res.cycles == expected
+    assert res.cycles == unrolled_cycles(M4, prog)
+    assert res.macs == 8
+    # traffic: 4 input bytes, 8 weight bytes, 2 biases, 2 outputs, no per-channel params
+    assert res.stream("input").read_bytes == 4
+    assert res.stream("weights").read_bytes == 8 and res.stream("weights").reads == 2
+    assert res.stream("bias").read_bytes == 8
+    assert res.stream("output").write_bytes == 2
+    assert "const" not in res.streams
+
+
+def test_reshape_copy_by_hand():
+    g, op = _unary_graph("reshape", (1, 2, 2, 2), (1, 8), ReshapeAttrs((1, 8)))
+    res = M4.time(schedule_for("armv7em-dsp", g, op))
+    # entry: PUSH {r4,lr} 3; 3 LDR from SP: 2 + 1 + 1 (pipelined)                   = 7
+    # memcpy entry: BL 3; MOV, ORR, LSLS 3; BNE, SUBS, BLO 3 (not taken)            = 9
+    # word loop x2: LDR 2, SUBS 1, STR imm 1, BHS taken 3 = 7; last with BHS 1 = 5 = 12
+    # ADDS 1; byte loop x0; BX LR 3; exit MOVS 1 + POP {r4,pc} 1+2+2               = 10
+    assert res.cycles == 7 + 9 + 12 + 1 + 3 + 1 + 5
+    assert res.stream("input").read_bytes == 8 and res.stream("output").write_bytes == 8
+
+
+# ------------------------------------------------------------------ inner-loop MAC/cycle
+def test_conv_inner_loop_mac_per_cycle_from_rules():
+    inner = _s8s16_blocks()["inner"]
+    assert len(inner) == 26  # cortex-m.md section 5: 26 instructions per 16 MACs
+    macs = sum(1 for i in inner.instrs if i.mnemonic == "smlad") * 2
+    assert macs == 16
+    # steady state: LDR 2 + 3 pipelined LDR; 2 MOV-ROR, 4 SXTB16, 8 SMLAD, 2 ADDS, SUBS
+    # = 17; 2 LDR after SMLAD 2 + 1; spill LDR 2; STR imm 1; BNE taken 3          = 31
+    prog = Program([Loop("inner", 1000, [inner])])
+    res = M4.time(prog)
+    after_back_edge = M4.step(inner.instrs[-1], M4.initial_state(), True)[1]
+    steady = M4.block_cycles(inner, after_back_edge, True)[0]
+    assert steady == 31
+    assert 0.45 < macs / steady < 0.55  # ~0.52 MAC/cycle (cortex-m.md section 5)
+    assert res.cycles == 999 * 31 + 29
+
+
+def test_whole_conv_layer_mac_rate_and_unrolled_equivalence():
+    # big enough that the 2x2 kernel dominates: 16 -> 32 channels, 3x3, 8x8 pixels
+    g, op = conv_graph(h=8, w=8, c_in=16, c_out=32, k=3)
+    res = M4.time(schedule_for("armv7em-dsp", g, op))
+    assert 0.3 < res.macs_per_cycle < 0.52
+    # a tiny conv (odd pixel count, odd channel count, leftover columns, padding) unrolled
+    g, op = conv_graph(h=3, w=3, c_in=3, c_out=3, k=3)
+    prog = schedule_for("armv7em-dsp", g, op)
+    assert M4.time(prog).cycles == unrolled_cycles(M4, prog)
+
+
+# --------------------------------------------------------------------- stream bytes
+def test_convolve_s8_stream_bytes_hand_formula():
+    # 5x5x4 input, 3x3 SAME, 6 filters: 25 output pixels (12 column pairs + 1 leftover)
+    g, op = conv_graph(h=5, w=5, c_in=4, c_out=6, k=3)
+    res = M4.time(schedule_for("armv7em-dsp", g, op))
+    rhs_cols, out_c, pix = 3 * 3 * 4, 6, 25
+    pairs, odd = divmod(pix, 2)
+    # weights: every filter re-read once per column pair, and once for the odd column
+    assert res.stream("weights").read_bytes == (pairs + odd) * out_c * rhs_cols
+    # input: the in-bounds taps only (SAME 3x3 over 5: 2+3+3+3+2 = 13 rows and columns)
+    assert res.stream("input").read_bytes == 13 * 13 * 4
+    # scratch: int8 im2col written (copies + padding fills), read once by the widening,
+    # s16 column written; the kernel reads both s16 columns for every filter pair
+    assert res.stream("scratch").write_bytes == pix * rhs_cols + pix * 2 * rhs_cols
+    kernel_reads = pairs * (out_c // 2) * 2 * (2 * rhs_cols) + odd * out_c * 2 * rhs_cols
+    assert res.stream("scratch").read_bytes == pix * rhs_cols + kernel_reads
+    assert res.stream("output").write_bytes == pix * out_c
+    assert res.stream("bias").read_bytes == (pairs + odd) * out_c * 4
+    # per-channel multiplier and shift reloaded for every output (int8 stores may alias)
+    assert res.stream("const").read_bytes == pix * out_c * 8
+
+
+def test_1x1_fast_stream_bytes_hand_formula():
+    # 5x4 pixels x 24 -> 10 channels: arm_nn_mat_mult_nt_t_s8(lhs_rows=20, rhs_rows=10)
+    g, op = conv_graph(h=5, w=4, c_in=24, c_out=10, k=1)
+    res = M4.time(schedule_for("armv7em-dsp", g, op))
+    rows, ch, cols = 20, 10, 24
+    # per filter pair: sum(w) pass reads 2 rows; each row pair re-reads both filters
+    assert res.stream("weights").read_bytes == (ch // 2) * (2 * cols + (rows // 2) * 2 * cols)
+    # the input is re-read once per filter pair
+    assert res.stream("input").read_bytes == (ch // 2) * rows * cols
+    assert res.stream("output").write_bytes == rows * ch
+    assert "scratch" not in res.streams
+
+
+def test_depthwise_3x3_stream_bytes():
+    g, op = conv_graph(h=6, w=6, c_in=8, c_out=8, k=3, depthwise=True)
+    res = M4.time(schedule_for("armv7em-dsp", g, op))
+    # one word of input and of weights per in-bounds tap and 4-channel group
+    rows = [2, 3, 3, 3, 3, 2]  # in-bounds kernel rows per output row (SAME, 6 rows)
+    taps = sum(rows) * sum(rows)
+    assert res.stream("input").read_bytes == taps * 8
+    assert res.stream("weights").read_bytes == taps * 8
+    assert res.stream("output").write_bytes == 36 * 8
+
+
+def test_fc_weights_read_once_per_batch():
+    g, op = fc_graph(64, 12, batch=3)
+    res = M4.time(schedule_for("armv7em-dsp", g, op))
+    assert res.stream("weights").read_bytes == 3 * 64 * 12
+    assert res.stream("input").read_bytes == 3 * (12 // 2) * 64
+    assert res.macs == 3 * 64 * 12
+    assert 0.35 < res.macs_per_cycle < 0.55
+
+
+# ----------------------------------------------------------------------- other ops
+def test_pool_add_softmax_schedules_scale_with_size():
+    small = []
+    for n in (8, 16):
+        g, op = _unary_graph(
+            "avg_pool2d", (1, n, n, 8), (1, n // 2, n // 2, 8), Pool2DAttrs((2, 2), (2, 2), "valid")
+        )
+        r = M4.time(schedule_for("armv7em-dsp", g, op))
+        assert r.stream("input").read_bytes == n * n * 8
+        assert r.stream("output").write_bytes == (n // 2) ** 2 * 8
+        small.append(r.cycles)
+    assert 3.8 < small[1] / small[0] < 4.1
+    g, op = _unary_graph(
+        "max_pool2d", (1, 8, 8, 8), (1, 4, 4, 8), Pool2DAttrs((2, 2), (2, 2), "valid")
+    )
+    r = M4.time(schedule_for("armv7em-dsp", g, op))
+    assert r.kernel == "arm_max_pool_s8" and r.stream("input").read_bytes == 8 * 8 * 8
+    g, op = _unary_graph("add", (1, 4, 4, 6), (1, 4, 4, 6), ElementwiseAttrs(), second=True)
+    r = M4.time(schedule_for("armv7em-dsp", g, op))
+    assert r.kernel == "arm_elementwise_add_s8"
+    assert r.stream("input").read_bytes == 96 and r.stream("input2").read_bytes == 96
+    assert r.stream("output").write_bytes == 96
+    # three requantizations per element: well over 50 cycles per element
+    assert 50 < r.cycles / 96 < 120
+    g, op = _unary_graph("softmax", (1, 10), (1, 10), SoftmaxAttrs())
+    r = M4.time(schedule_for("armv7em-dsp", g, op))
+    assert r.stream("input").read_bytes == 30  # max, sum and output passes
+    assert r.stream("output").write_bytes == 10
+
+
+def test_reference_fallbacks():
+    from mcusim.ops import NoAttrs
+
+    g, op = _unary_graph("relu", (1, 4, 4, 8), (1, 4, 4, 8), NoAttrs())
+    r = M4.time(schedule_for("armv7em-dsp", g, op))
+    assert r.kernel.startswith("tflm relu") and r.stream("output").write_bytes == 128
+
+
+# ----------------------------------------------------------------------- real models
+@pytest.mark.parametrize("name", ["vww_96_int8", "kws_ref_model"])
+def test_whole_model_timing_is_fast(name):
+    try:
+        from mcusim.importers.tflite import load_tflite
+    except ImportError:
+        pytest.skip("mcusim.importers.tflite.load_tflite is not available yet")
+    g = load_tflite(model_path(name))
+    # warm the per-process parse caches once (parsing is not on the per-layer path)
+    for op in g.ops:
+        M4.time(schedule_for("armv7em-dsp", g, op))
+    t0 = time.perf_counter()
+    total = macs = 0
+    for op in g.ops:
+        r = M4.time(schedule_for("armv7em-dsp", g, op))
+        total += r.cycles
+        macs += r.macs
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 0.05, f"{name}: timing all layers took {elapsed * 1e3:.1f} ms"
+    # M4 + CMSIS-NN runs these networks at a few tenths of a MAC per cycle
+    assert 0.2 < macs / total < 0.5
+
+
+def test_per_channel_fc_loads_row_params():
+    g, op = fc_graph(32, 6)
+    g.tensors["w"].quant = _q(6, axis=0)
+    r = M4.time(schedule_for("armv7em-dsp", g, op))
+    assert r.kernel.startswith("arm_fully_connected_per_channel_s8")
+    assert r.stream("const").read_bytes == 6 * 8  # multiplier + shift per output row
+    g, op = fc_graph(32, 6)
+    assert "const" not in M4.time(schedule_for("armv7em-dsp", g, op)).streams
+
+
+def test_non_int8_activations_are_rejected_clearly():
+    from mcusim.dtypes import FLOAT32
+    from mcusim.errors import UnsupportedOpError
+
+    g, op = fc_graph(8, 2)
+    g.tensors["x"].dtype = FLOAT32
+    with pytest.raises(UnsupportedOpError, match="float32"):
+        schedule_for("armv7em-dsp", g, op)
+    with pytest.raises(UnsupportedOpError, match="riscv"):
+        schedule_for("riscv-xpulp", *fc_graph(8, 2))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        dict(h=4, w=4, c_in=6, c_out=6, k=3, depthwise=True, stride=2),
+        dict(h=5, w=5, c_in=5, c_out=5, k=5, depthwise=True),
+        dict(h=4, w=4, c_in=1, c_out=4, k=3, depthwise=True, mult=4),
+        dict(h=3, w=3, c_in=2, c_out=6, k=3, depthwise=True, mult=3),
+    ],
+)
+def test_depthwise_paths_match_unrolled_walk(args):
+    g, op = conv_graph(**args)
+    prog = schedule_for("armv7em-dsp", g, op)
+    res = M4.time(prog)
+    assert res.cycles == unrolled_cycles(M4, prog)
+    assert res.stream("output").write_bytes == g.tensor("y").size
+    assert res.macs == g.tensor("y").size * 9 * (1 if args["k"] == 3 else 25 / 9)
