@@ -22,10 +22,20 @@ def _fmt_bytes(n: int) -> str:
     return f"{n:,}" if n else "-"
 
 
+def _short_name(name: str, width: int = 28) -> str:
+    """A readable layer label: TFLite names join many scopes with ';', keep the first."""
+    first = name.split(";")[0]
+    parts = first.split("/")
+    short = "/".join(parts[-2:]) if len(parts) > 2 else first
+    return short if len(short) <= width else "…" + short[-(width - 1) :]
+
+
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False, width=max(Console().width, 150))
+    probe = Console()
+    # never squeeze columns into ellipses: wide enough for the table when piped or narrow
+    return Console(highlight=False, width=max(probe.width, 220), soft_wrap=False)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -67,11 +77,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for r in result.layers:
         row = [
             str(r.index),
-            r.name[-28:],
+            _short_name(r.name),
             r.op,
             r.precision,
             r.engine,
-            r.kernel,
+            r.kernel.split(" ")[0],
             _fmt_int(r.macs),
             _fmt_int(r.cycles),
             _fmt_int(r.stall_cycles),
