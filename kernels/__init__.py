@@ -3,6 +3,16 @@
 Importing this package registers every kernel in :mod:`mcusim.kernels.registry`.
 """
 
+from . import (  # noqa: F401, E402  # noqa: F401, E402
+    activations,
+    conv2d,
+    depthwise_conv2d,
+    elementwise,
+    fully_connected,
+    pooling,
+    quantize,
+    reduce,
+    shape_ops,
+    softmax,
+)
 from .registry import KERNELS, KernelDef, kernel_for, register  # noqa: F401
-from . import conv2d, depthwise_conv2d, fully_connected, pooling  # noqa: F401, E402
-from . import activations, elementwise, quantize, reduce, shape_ops, softmax  # noqa: F401, E402

@@ -3,8 +3,10 @@
 Host-side: :func:`quantize_multiplier` turns a real multiplier into (Q31 multiplier, shift)
 as TFLite's ``QuantizeMultiplier`` does. Device-side (numba): :func:`mbqm` is
 ``MultiplyByQuantizedMultiplier``: SaturatingRoundingDoublingHighMul followed by
-RoundingDivideByPOT. These are what the TFLite Micro reference kernels compute; CMSIS-NN
-differs only on exact negative ties (see shared/reference/cortex-m.md section 4).
+RoundingDivideByPOT. These are what the TFLite Micro reference kernels compute. The
+doubling high multiply rounds exact ties up (toward +inf: the negative nudge 1 - 2^30 plus
+truncation toward zero lands there), the same as CMSIS-NN's floor((x*M + 2^30) / 2^31), so
+the two agree everywhere except the saturating INT32_MIN * INT32_MIN case.
 """
 
 from __future__ import annotations

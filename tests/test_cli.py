@@ -31,16 +31,38 @@ def test_run_json_csv_and_outputs(tmp_path, capsys):
     p = model_path("kws_ref_model")
     js, csv, outdir = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "out"
     rc = main(
-        ["run", str(p), "--device", "nrf52840", "--json", str(js), "--csv", str(csv),
-         "--save-outputs", str(outdir), "--seed", "3"]
+        [
+            "run",
+            str(p),
+            "--device",
+            "nrf52840",
+            "--json",
+            str(js),
+            "--csv",
+            str(csv),
+            "--save-outputs",
+            str(outdir),
+            "--seed",
+            "3",
+        ]
     )
     assert rc == 0
     out = capsys.readouterr().out
     assert "total" in out and "peak RAM" in out
     d = json.loads(js.read_text())
     assert d["device"] == "nrf52840"
-    keys = {"index", "name", "op", "engine", "precision", "macs", "cycles", "latency_s",
-            "energy_j", "traffic"}
+    keys = {
+        "index",
+        "name",
+        "op",
+        "engine",
+        "precision",
+        "macs",
+        "cycles",
+        "latency_s",
+        "energy_j",
+        "traffic",
+    }
     for layer in d["layers"]:
         assert keys <= set(layer)
         assert layer["cycles"] > 0 and layer["energy_j"] > 0

@@ -16,10 +16,7 @@ def _q():
 
 def chain_graph() -> Graph:
     """x(100) -> reshape -> a(100) -> add(a, x) -> b(100) -> reshape -> y(100)."""
-    t = {
-        n: Tensor(n, (1, 100), INT8, _q())
-        for n in ("x", "a", "b", "y")
-    }
+    t = {n: Tensor(n, (1, 100), INT8, _q()) for n in ("x", "a", "b", "y")}
     t["shape"] = Tensor("shape", (2,), INT32, None, np.array([1, 100], np.int32))
     ops = [
         Op("reshape", "a", ["x", "shape"], ["a"], ReshapeAttrs((1, 100))),

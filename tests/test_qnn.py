@@ -20,7 +20,6 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
-from conftest import SHARED_MODELS, model_path
 
 import mcusim
 from mcusim import qnn
@@ -43,6 +42,8 @@ from mcusim.ops import (
     StridedSliceAttrs,
     TransposeAttrs,
 )
+
+from conftest import SHARED_MODELS, model_path
 
 RNG_SEED = 20261121
 
