@@ -166,3 +166,29 @@ def test_debug_shows_traceback(tmp_path):
 
     with pytest.raises(ModelFormatError):
         main(["--debug", "run", str(f)])
+
+
+def test_unknown_op_one_line(tmp_path, capsys):
+    from tflite_builder import TFLiteBuilder
+
+    b = TFLiteBuilder()
+    x = b.tensor("x", (1, 4), "int8", scale=0.1, zero_point=0)
+    y = b.tensor("y", (1, 4), "int8", scale=0.1, zero_point=0)
+    b.op("GELU", [x], [y])
+    f = tmp_path / "gelu.tflite"
+    f.write_bytes(b.build([x], [y]))
+    assert main(["run", str(f)]) == 2
+    line = _one_error_line(capsys)
+    assert "gelu.tflite" in line and "GELU" in line and "operator #0" in line
+
+
+def test_convert_then_run_qnn(tmp_path, capsys):
+    p = model_path("micro_speech_quantized")
+    q = tmp_path / "ms.qnn"
+    assert main(["convert", str(p), "-o", str(q)]) == 0
+    assert main(["run", str(q), "--device", "max78000", "--json", str(tmp_path / "a.json")]) == 0
+    assert main(["run", str(p), "--device", "max78000", "--json", str(tmp_path / "b.json")]) == 0
+    a = json.loads((tmp_path / "a.json").read_text())
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert a["layers"] == b["layers"]
+    assert "CNN accelerator is not modelled" in capsys.readouterr().out
