@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,12 @@ def load_device(name_or_path: str | Path) -> Device:
             )
         text = res.read_bytes()
         origin = f"{s}.toml"
+    return _parse(text, origin)
+
+
+@lru_cache(maxsize=64)
+def _parse(text: bytes, origin: str) -> Device:
+    """Parse once per distinct file content: sweeps load the same device thousands of times."""
     try:
         data = tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

@@ -57,7 +57,7 @@ class Power:
         return self.active_ua_per_mhz * 1e-6 * (clock_hz / 1e6) * self.voltage_v
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity-hashed: results are cached per Device object
 class Device:
     name: str
     description: str

@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             r.op,
             r.precision,
             r.engine,
-            r.kernel.split(" ")[0],
+            r.kernel.split(" -> ")[0],
             _fmt_int(r.macs),
             _fmt_int(r.cycles),
             _fmt_int(r.stall_cycles),

@@ -88,7 +88,7 @@ def _footprints(graph: Graph, op: Op) -> dict[str, int]:
 
 
 def device_costs(model: Model, device: Device) -> DeviceCosts:
-    key = (device.source, device)
+    key = device  # the loader returns one shared Device per distinct file content
     cached = model._costs.get(key)
     if cached is not None:
         return cached
