@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import mcusim
+from mcusim.devices.loader import load_device
+from mcusim.runner import device_costs
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 NAMES = [
@@ -54,6 +56,13 @@ def main() -> None:
         interp.invoke()
         t_ref = median_time(interp.invoke, n)
         print(f"{name:26s} {t_sim * 1e3:10.3f} {t_ref * 1e3:10.3f} {t_sim / t_ref:7.2f}")
+    print("\nper-device cost evaluation (schedules + ISA timing + memory), first run:")
+    for name in NAMES:
+        model = mcusim.load(MODELS / f"{name}.tflite")
+        model.prepared()
+        t0 = time.perf_counter()
+        device_costs(model, load_device("stm32l4r5"))
+        print(f"{name:26s} {(time.perf_counter() - t0) * 1e3:10.2f} ms")
     kws = MODELS / "kws_ref_model.tflite"
     t0 = time.perf_counter()
     subprocess.run(

@@ -4,8 +4,6 @@ the O(blocks) loop evaluator checked against a fully unrolled walk."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from mcusim.errors import DeviceError
@@ -298,9 +296,7 @@ def test_evaluation_cost_independent_of_trip_count(m4):
     prog = Program(
         [Loop("outer", 10**6, [Loop("inner", 10**6, [body]), Block.asm("subs r9, #1\nbne .Lo")])]
     )
-    t0 = time.perf_counter()
-    res = m4.time(prog)
-    assert time.perf_counter() - t0 < 0.05
+    res = m4.time(prog)  # 10^12 iterations: only an O(blocks) evaluator returns at all
     # inner: (10^6 - 1) * (2+1+1+3) + (2+1+1+1); outer adds SUBS + BNE per iteration
     inner = (10**6 - 1) * 7 + 5
     assert res.cycles == 10**6 * inner + (10**6 - 1) * 4 + 2

