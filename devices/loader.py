@@ -10,10 +10,11 @@ from typing import Any
 
 from mcusim.errors import DeviceError
 
-from .model import Core, Device, FlashAccelerator, Memory, Power
+from .model import Cache, Core, Device, FlashAccelerator, Memory, Power
 
 _PACKAGE = "mcusim.devices"
-_MEMORY_KINDS = ("flash", "sram", "tcm")
+_MEMORY_KINDS = ("flash", "sram", "tcm", "external")
+_REPLACEMENT = ("lru", "random", "round_robin")
 _HOLDS = ("constants", "arena", "code")
 
 
@@ -105,6 +106,8 @@ def device_from_dict(data: dict[str, Any], origin: str) -> Device:
         name=core_t.get("name", str),
         isa=core_t.get("isa", str),
         clock_hz=core_t.positive("clock_hz", float),
+        icache=_cache(core_t.table("icache", None)),
+        dcache=_cache(core_t.table("dcache", None)),
     )
     from mcusim.isa.timing import available_cores  # lazy: isa imports are heavier
 
@@ -148,6 +151,8 @@ def device_from_dict(data: dict[str, Any], origin: str) -> Device:
                 write_pj_per_byte=r.non_negative("write_pj_per_byte", float),
                 holds=holds,
                 accelerator=acc,
+                cached=r.get("cached", bool, False),
+                base_address=r.non_negative("base_address", int, 0),
             )
         )
     names = [m.name for m in memories]
@@ -170,3 +175,23 @@ def device_from_dict(data: dict[str, Any], origin: str) -> Device:
         notes=tuple(dev.get("notes", list, [])),
         source=origin,
     )
+
+
+def _cache(t: _Reader | None) -> Cache | None:
+    if t is None:
+        return None
+    c = Cache(
+        size=t.positive("size"),
+        ways=t.positive("ways"),
+        line_bytes=t.positive("line_bytes"),
+        replacement=t.get("replacement", str, "lru"),
+        write_back=t.get("write_back", bool, True),
+        write_allocate=t.get("write_allocate", bool, True),
+    )
+    if c.replacement not in _REPLACEMENT:
+        raise t._err("replacement", f"must be one of {_REPLACEMENT}, got {c.replacement!r}")
+    if c.line_bytes & (c.line_bytes - 1):
+        raise t._err("line_bytes", f"must be a power of two, got {c.line_bytes}")
+    if c.size % (c.ways * c.line_bytes) or c.sets & (c.sets - 1):
+        raise t._err("size", f"{c.size} B is not ways x line_bytes x a power-of-two sets")
+    return c

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+ROLES = ("constants", "arena", "code")
+
 
 @dataclass(frozen=True)
 class FlashAccelerator:
@@ -29,9 +31,25 @@ class FlashAccelerator:
 
 
 @dataclass(frozen=True)
+class Cache:
+    """An L1 cache of the core (Cortex-M7/M55/M85 I- and D-caches)."""
+
+    size: int  # bytes
+    ways: int
+    line_bytes: int
+    replacement: str = "lru"  # "lru" | "random" | "round_robin"
+    write_back: bool = True  # D-cache: write-back (else write-through)
+    write_allocate: bool = True  # D-cache: a write miss allocates a line
+
+    @property
+    def sets(self) -> int:
+        return self.size // (self.ways * self.line_bytes)
+
+
+@dataclass(frozen=True)
 class Memory:
     name: str
-    kind: str  # "flash" | "sram" | "tcm"
+    kind: str  # "flash" | "sram" | "tcm" | "external"
     size: int  # bytes
     width_bits: int  # bus/array read width
     wait_states: int  # extra cycles per array access at the configured clock
@@ -39,6 +57,8 @@ class Memory:
     write_pj_per_byte: float  # incremental energy per byte written
     holds: tuple[str, ...]  # what the default placement puts here: "constants", "arena", "code"
     accelerator: FlashAccelerator | None = None
+    cached: bool = False  # reached through the core's L1 caches (AXI/AHB path), not a TCM
+    base_address: int = 0  # where it sits in the memory map (cache set mapping)
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,8 @@ class Core:
     name: str  # timing model name, e.g. "cortex-m4"
     isa: str  # schedule family, e.g. "armv7em-dsp"
     clock_hz: float
+    icache: Cache | None = None
+    dcache: Cache | None = None
 
 
 @dataclass(frozen=True)
@@ -75,11 +97,39 @@ class Device:
         raise KeyError(name)
 
     def memory_for(self, what: str) -> Memory:
-        """The memory the default placement uses for 'constants', 'arena' or 'code'."""
+        """The memory the placement uses for 'constants', 'arena' or 'code'."""
         for m in self.memories:
             if what in m.holds:
                 return m
         raise KeyError(what)
+
+    def with_placement(self, placement: dict[str, str]) -> Device:
+        """A copy of this device with roles moved to other memories, e.g.
+        ``{"arena": "axi_sram", "constants": "dtcm"}``. Roles: constants, arena, code."""
+        from dataclasses import replace
+
+        from mcusim.errors import DeviceError
+
+        names = {m.name for m in self.memories}
+        for role, mem in placement.items():
+            if role not in ROLES:
+                raise DeviceError(f"{self.name}: unknown placement role {role!r}; roles: {ROLES}")
+            if mem not in names:
+                raise DeviceError(
+                    f"{self.name}: placement {role}={mem}: no memory named {mem!r} "
+                    f"(memories: {', '.join(sorted(names))})"
+                )
+            if role == "arena" and self.memory(mem).kind == "flash":
+                raise DeviceError(
+                    f"{self.name}: placement arena={mem}: activations need writable memory, "
+                    f"{mem!r} is flash"
+                )
+        mems = []
+        for m in self.memories:
+            holds = tuple(h for h in m.holds if h not in placement)
+            holds += tuple(r for r, name in placement.items() if name == m.name)
+            mems.append(replace(m, holds=holds))
+        return replace(self, memories=tuple(mems))
 
     @property
     def cycle_s(self) -> float:

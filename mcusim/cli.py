@@ -50,7 +50,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 inputs.append(np.load(f, allow_pickle=False))
             except (OSError, ValueError) as e:
                 raise InputError(f"cannot read input array: {e}", file=f) from None
-    result = mcusim.run(model, device=args.device, inputs=inputs, seed=args.seed)
+    placement = {}
+    for item in args.memory or []:
+        role, sep, mem = item.partition("=")
+        if not sep or not role or not mem:
+            raise UserError(f"--memory {item!r}: expected ROLE=MEMORY, e.g. arena=dtcm")
+        placement[role] = mem
+    result = mcusim.run(
+        model, device=args.device, inputs=inputs, seed=args.seed, placement=placement or None
+    )
     dev = mcusim.load_device(args.device)
     mems = [m.name for m in dev.memories]
 
@@ -206,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="stm32l4r5", help="bundled device name or .toml path")
     r.add_argument("--input", action="append", help=".npy input (repeat for several inputs)")
     r.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    r.add_argument(
+        "--memory",
+        action="append",
+        metavar="ROLE=MEMORY",
+        help="place a role (constants, arena, code) in another memory of the device, "
+        "e.g. --memory arena=dtcm (repeatable)",
+    )
     r.add_argument("--save-outputs", metavar="DIR", help="write output_<i>.npy files here")
     r.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     r.add_argument("--csv", metavar="FILE", help="write the per-layer table as CSV")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,12 @@ def _precision(graph: Graph, op: Op) -> str:
     return a_s
 
 
+@lru_cache(maxsize=256)
+def _placed(device: Device, placement: tuple[tuple[str, str], ...]) -> Device:
+    """One shared Device object per (device, placement), so per-device costs are reused."""
+    return device.with_placement(dict(placement))
+
+
 def compute_outputs(model: Model, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Run every op's compute kernel; returns every activation tensor by name."""
     env: dict[str, np.ndarray] = dict(zip(model.graph.inputs, inputs, strict=True))
@@ -156,15 +163,20 @@ def run(
     inputs: np.ndarray | Sequence[np.ndarray] | Mapping[str, np.ndarray] | None = None,
     seed: int = 0,
     keep_tensors: bool = False,
+    placement: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Simulate one inference of ``model`` on ``device``.
 
     ``inputs`` default to seeded random values over each input's range. With
     ``keep_tensors`` the result also carries every intermediate tensor (``result.tensors``).
+    ``placement`` moves roles to other memories of the device for this run, e.g.
+    ``{"arena": "axi_sram", "constants": "flash"}`` (roles: constants, arena, code).
     """
     if not isinstance(model, Model):
         model = load(model)
     dev = device if isinstance(device, Device) else load_device(device)
+    if placement:
+        dev = _placed(dev, tuple(sorted(placement.items())))
     g = model.graph
     dc = device_costs(model, dev)
     xs = random_inputs(g, seed) if inputs is None else check_inputs(g, inputs)

@@ -192,3 +192,20 @@ def test_convert_then_run_qnn(tmp_path, capsys):
     b = json.loads((tmp_path / "b.json").read_text())
     assert a["layers"] == b["layers"]
     assert "CNN accelerator is not modelled" in capsys.readouterr().out
+
+
+def test_memory_placement_override(tmp_path, capsys):
+    """Constants copied from (5-wait-state) flash to SRAM: no flash traffic, fewer stalls."""
+    p = model_path("kws_ref_model")
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["run", str(p), "--json", str(a)]) == 0
+    assert main(["run", str(p), "--memory", "constants=sram", "--json", str(b)]) == 0
+    ja, jb = json.loads(a.read_text()), json.loads(b.read_text())
+    assert "flash" not in jb["totals"]["traffic"] and "flash" in ja["totals"]["traffic"]
+    assert jb["totals"]["cycles"] < ja["totals"]["cycles"]
+    assert main(["run", str(p), "--memory", "arena=flash"]) == 2
+    assert "activations need writable memory" in _one_error_line(capsys)
+    assert main(["run", str(p), "--memory", "arena"]) == 2
+    assert "expected ROLE=MEMORY" in _one_error_line(capsys)
+    assert main(["run", str(p), "--memory", "arena=dtcm"]) == 2
+    assert "no memory named 'dtcm'" in _one_error_line(capsys)

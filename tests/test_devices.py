@@ -112,3 +112,45 @@ def test_unknown_device_name():
 def test_missing_device_file(tmp_path):
     with pytest.raises(DeviceError, match="not found"):
         load_device(tmp_path / "nope.toml")
+
+
+CACHED = GOOD.replace(
+    "clock_hz = 48_000_000",
+    "clock_hz = 48_000_000\n[core.dcache]\nsize = 4096\nways = 4\nline_bytes = 32\n"
+    'replacement = "random"',
+)
+
+
+def test_core_cache_parsed(tmp_path):
+    d = load_device(_write(tmp_path, CACHED))
+    c = d.core.dcache
+    assert (c.size, c.ways, c.line_bytes, c.replacement, c.sets) == (4096, 4, 32, "random", 32)
+    assert d.core.icache is None
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (("line_bytes = 32", "line_bytes = 24"), "core.dcache.line_bytes': must be a power of two"),
+        (("size = 4096", "size = 4000"), "core.dcache.size'"),
+        (('replacement = "random"', 'replacement = "mru"'), "core.dcache.replacement'"),
+    ],
+)
+def test_bad_cache_names_key(tmp_path, edit, fragment):
+    with pytest.raises(DeviceError) as e:
+        load_device(_write(tmp_path, CACHED.replace(*edit)))
+    assert fragment in str(e.value)
+
+
+def test_placement_override_moves_roles(tmp_path):
+    d = load_device(_write(tmp_path, GOOD))
+    moved = d.with_placement({"constants": "sram"})
+    assert moved.memory_for("constants").name == "sram"
+    assert "constants" not in moved.memory("flash").holds
+    assert d.memory_for("constants").name == "flash"  # the original is unchanged
+    with pytest.raises(DeviceError, match="activations need writable memory"):
+        d.with_placement({"arena": "flash"})
+    with pytest.raises(DeviceError, match="no memory named 'dtcm'"):
+        d.with_placement({"arena": "dtcm"})
+    with pytest.raises(DeviceError, match="unknown placement role 'weights'"):
+        d.with_placement({"weights": "sram"})
