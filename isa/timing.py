@@ -134,6 +134,11 @@ _FACTORIES: dict[str, str] = {
     # name -> "module:Class"; imported lazily so adding a core costs nothing at import
     "cortex-m4": "mcusim.isa.cortex_m4:CortexM4Timing",
     "cortex-m4f": "mcusim.isa.cortex_m4:CortexM4Timing",
+    "cortex-m7": "mcusim.isa.cortex_m7:CortexM7Timing",
+    "cortex-m33": "mcusim.isa.cortex_m33:CortexM33Timing",
+    "cortex-m0plus": "mcusim.isa.cortex_m0plus:CortexM0PlusTiming",
+    "cortex-m55": "mcusim.isa.cortex_m55:CortexM55Timing",
+    "cortex-m85": "mcusim.isa.cortex_m85:CortexM85Timing",
 }
 
 

@@ -20,73 +20,35 @@ from mcusim.isa.schedule import Program
 
 Builder = Callable[[Graph, Op], Program]
 
+# ISA family -> "module:function" building a Program for (graph, op); imported lazily.
+FAMILIES: dict[str, str] = {
+    "armv7em-dsp": "mcusim.kernels.schedules.armv7em:schedule",  # M4, M7, M33 (DSP ext.)
+    "armv6m": "mcusim.kernels.schedules.armv6m:schedule",  # M0/M0+: CMSIS-NN pure C
+    "armv8.1m-mve": "mcusim.kernels.schedules.mve:schedule",  # M55/M85: CMSIS-NN Helium
+}
+
 ISA_ALIASES = {
     "armv7em-dsp": "armv7em-dsp",
     "armv7e-m": "armv7em-dsp",
     "armv7em": "armv7em-dsp",
+    "armv8m-dsp": "armv7em-dsp",  # Armv8-M Mainline + DSP runs the same CMSIS-NN DSP code
     "cortex-m4": "armv7em-dsp",
     "cortex-m4f": "armv7em-dsp",
     "cortex-m7": "armv7em-dsp",
+    "cortex-m33": "armv7em-dsp",
+    "armv6m": "armv6m",
+    "armv6-m": "armv6m",
+    "armv8.1m-mve": "armv8.1m-mve",
+    "armv8.1-m": "armv8.1m-mve",
+    "mve": "armv8.1m-mve",
 }
 
 
-# kinds whose schedules are CMSIS-NN int8 kernels: they need int8 activations
-_INT8_ONLY = frozenset(
-    (
-        "conv2d",
-        "depthwise_conv2d",
-        "fully_connected",
-        "avg_pool2d",
-        "max_pool2d",
-        "add",
-        "sub",
-        "mul",
-        "softmax",
-    )
-)
+def _builder(family: str) -> Builder:
+    import importlib
 
-
-def _armv7em(kind: str, graph: Graph, op: Op) -> Program:
-    from . import (
-        cmsis_conv,
-        cmsis_depthwise,
-        cmsis_eltwise,
-        cmsis_fc,
-        cmsis_pool,
-        cmsis_softmax,
-        copy,
-        tflm_reference,
-    )
-
-    if kind in _INT8_ONLY:
-        dt = graph.tensor(op.inputs[0]).dtype
-        if dt.name.lower() != "int8":
-            raise UnsupportedOpError(
-                f"no Armv7E-M schedule for {kind} with {dt.name} activations "
-                "(CMSIS-NN int8 kernels only)",
-                layer=op.label,
-            )
-    if kind == "conv2d":
-        return cmsis_conv.conv2d_program(graph, op)
-    if kind == "depthwise_conv2d":
-        return cmsis_depthwise.depthwise_program(graph, op)
-    if kind == "fully_connected":
-        return cmsis_fc.fully_connected_program(graph, op)
-    if kind == "avg_pool2d":
-        return cmsis_pool.avg_pool_program(graph, op)
-    if kind == "max_pool2d":
-        return cmsis_pool.max_pool_program(graph, op)
-    if kind in ("add", "sub", "mul"):
-        if cmsis_eltwise.same_shape(graph, op):
-            return cmsis_eltwise.elementwise_program(graph, op)
-        return tflm_reference.reference_program(graph, op)
-    if kind == "softmax":
-        return cmsis_softmax.softmax_program(graph, op)
-    if kind in ("reshape", "squeeze"):
-        return copy.reshape_program(graph, op)
-    if kind == "concat":
-        return copy.concat_program(graph, op)
-    return tflm_reference.reference_program(graph, op)
+    mod, fn = FAMILIES[family].split(":")
+    return getattr(importlib.import_module(mod), fn)
 
 
 def schedule_for(isa: str, graph: Graph, op: Op) -> Program:
@@ -96,7 +58,7 @@ def schedule_for(isa: str, graph: Graph, op: Op) -> Program:
         raise UnsupportedOpError(f"no instruction schedules for ISA {isa!r}", layer=op.label)
     from .buffers import scratch_bytes
 
-    prog = _armv7em(op.kind, graph, op)
+    prog = _builder(key)(graph, op)
     prog.isa = key
     prog.scratch_bytes = scratch_bytes(graph, op, prog)
     return prog
