@@ -28,6 +28,9 @@ CONDITIONS = ("eq ne cs hs cc lo mi pl vs vc hi ls ge lt gt le al").split()
 
 _REG_ALIASES = {"sp": 13, "lr": 14, "pc": 15, "ip": 12, "fp": 11, "sl": 10, "sb": 9}
 SP, LR, PC = 13, 14, 15
+# MVE register numbers in Instr.dests/srcs: Q0-Q7 are 32-39, the predicate register VPR
+# (P0) is 40; general registers keep 0-15.
+QBASE, VPR = 32, 40
 
 
 class AsmError(UserError):
@@ -75,12 +78,19 @@ class Instr:
     mem: MemAccess | None = None
     tag: str | None = None
     taken: bool | None = None  # branches: None = default (conditional not taken)
-    it_len: int = 0  # IT: number of instructions in the block
+    it_len: int = 0  # IT / VPT / VPST: number of instructions in the block
     annot: tuple[tuple[str, int], ...] = field(default=())
+    pred: str | None = None  # MVE: "t"/"e" when executed inside a VPT block
+    esize: int = 0  # MVE: element size in bits from the data type suffix (.s8 -> 8)
 
     @property
     def writes_pc(self) -> bool:
         return PC in self.dests
+
+    @property
+    def is_mve(self) -> bool:
+        """True for an MVE (vector) instruction: its class names an EPU pipe group."""
+        return self.cls.startswith("mve_")
 
     def annotation(self, key: str, default: int | None = None) -> int | None:
         for k, v in self.annot:
@@ -347,7 +357,14 @@ def parse_line(line: str, where: str = "asm") -> Instr | None:
         return None
     code, tag, taken, annot = _annotations(code, where)
     head, _, rest = code.partition(" ")
-    base, cond, setflags, width = _split_mnemonic(head, where)
+    if _QP_OPERAND.search(rest):
+        return _parse_v81m(code, head, rest, tag, annot, where, taken)
+    try:
+        base, cond, setflags, width = _split_mnemonic(head, where)
+    except AsmError:
+        if _v81m_base(head.lower().split(".")[0]) is None:
+            raise
+        return _parse_v81m(code, head, rest, tag, annot, where, taken)
     spec = isa_table()[base]
     form = spec["form"]
     ops = _split_operands(rest.strip()) if rest.strip() else []
@@ -469,3 +486,219 @@ def parse(text: str, where: str = "asm", require_tags: bool = False) -> tuple[In
 
 def _with_tag(ins: Instr, tag: str) -> Instr:
     return replace(ins, tag=tag)
+
+
+# ----------------------------------------------------------------------------------------
+# Armv8.1-M: MVE (Helium), low-overhead loops and conditional selects (isa/armv81m_mve.toml).
+# A line comes here only when its mnemonic is unknown to the Armv7E-M table or when it
+# names a Q register or P0, so every Armv7E-M line parses exactly as before.
+
+_QP_OPERAND = re.compile(r"(?<![\w.])(q[0-7]|p0)(?![\w])", re.IGNORECASE)
+_DTYPE = re.compile(r"([suifp]?)(8|16|32|64)")
+# two-operand forms that shift the destination in place (Qda, Rm)
+_SHIFT_IN_PLACE = frozenset(("vshl", "vrshl", "vqshl", "vqrshl"))
+
+
+@lru_cache(maxsize=1)
+def mve_table() -> dict[str, dict]:
+    """The mnemonic table of isa/armv81m_mve.toml."""
+    text = resources.files("mcusim.isa").joinpath("armv81m_mve.toml").read_text()
+    return tomllib.loads(text)["mnemonics"]
+
+
+def _v81m_base(tok: str) -> tuple[str, str | None, int] | None:
+    """'vldrbt' -> ('vldrb', 't', 0); 'vpstt' -> ('vpst', None, 2); None when unknown."""
+    table = mve_table()
+    if tok in table:
+        return tok, None, 1 if tok in ("vpt", "vpst") else 0
+    m = re.fullmatch(r"(vpt|vpst)([te]{1,3})", tok)
+    if m:
+        return m.group(1), None, 1 + len(m.group(2))
+    if tok[-1:] in ("t", "e") and table.get(tok[:-1], {}).get("pred"):
+        return tok[:-1], tok[-1], 0
+    return None
+
+
+def _mreg(tok: str) -> int | None:
+    t = tok.strip().lower().strip("[]{}!")
+    t = t.split("[")[0]  # q0[2] -> q0
+    if len(t) == 2 and t[0] == "q" and t[1] in "01234567":
+        return QBASE + int(t[1])
+    if t == "p0":
+        return VPR
+    return _reg(t)
+
+
+def _mregs(tokens) -> tuple[int, ...]:
+    out = []
+    for t in tokens:
+        for w in t.replace("#", " #").replace(",", " ").split():
+            r = _mreg(w)
+            if r is not None:
+                out.append(r)
+    return tuple(out)
+
+
+def _vmem(ops: list[str], is_load: bool, mem_bytes: int, lanes: int, where: str):
+    """Vector memory operand -> (MemAccess, gather). Contiguous accesses are one access of
+    lanes * mem_bytes; gathers/scatters are one access per lane."""
+    first = ops[0].strip()
+    if not first.startswith("["):
+        raise AsmError(f"{where}: bad vector memory operand {first!r}")
+    wb = first.endswith("!")
+    inner = first.rstrip("!")
+    if not inner.endswith("]"):
+        raise AsmError(f"{where}: bad vector memory operand {first!r}")
+    parts = [p.strip() for p in inner[1:-1].split(",")]
+    base = _mreg(parts[0])
+    if base is None:
+        raise AsmError(f"{where}: bad base register in {first!r}")
+    off_reg, imm = None, 0
+    if len(parts) >= 2:
+        r = _mreg(parts[1])
+        if r is not None:
+            off_reg, imm = r, None
+        else:
+            imm = _imm(parts[1])
+            if imm is None:
+                raise AsmError(f"{where}: bad offset in {first!r}")
+    post = False
+    if len(ops) > 1:
+        post, wb = True, True
+        imm = _imm(ops[1])
+    gather = base >= QBASE or (off_reg is not None and off_reg >= QBASE)
+    if gather:
+        return MemAccess(is_load, base, off_reg, imm, wb, post, mem_bytes, lanes), True
+    return MemAccess(is_load, base, off_reg, imm, wb, post, mem_bytes * lanes, 1), False
+
+
+def _parse_v81m(code: str, head: str, rest: str, tag, annot, where: str, taken=None) -> Instr:
+    """Parse one Armv8.1-M line (MVE, LOB, CSEL family)."""
+    tok = head.lower()
+    name, *suffixes = tok.split(".")
+    found = _v81m_base(name)
+    if found is None:
+        raise AsmError(f"{where}: unknown mnemonic {tok!r}")
+    base, pred, blk = found
+    spec = mve_table()[base]
+    form = spec["form"]
+    esize, fp = 0, False
+    for sfx in suffixes:
+        m = _DTYPE.fullmatch(sfx)
+        if m:
+            esize, fp = int(m.group(2)), m.group(1) == "f"
+            break
+    cls = spec["class"]
+    if fp and "fclass" in spec:
+        cls = spec["fclass"]
+    if spec.get("by_size"):
+        cls = f"{cls}{esize or 8}"
+    ops = _split_operands(rest.strip()) if rest.strip() else []
+    dests: tuple[int, ...] = ()
+    srcs: tuple[int, ...] = ()
+    mem = None
+    vpr_in = (VPR,) if (pred or spec.get("reads_vpr")) else ()
+    ann = dict(annot)
+    if form in ("vld", "vst"):
+        mb = spec["bytes"]
+        lanes = 128 // (esize or 8 * mb)
+        active = ann.get("lanes", lanes)
+        if not 0 <= active <= lanes:
+            raise AsmError(f"{where}: {{lanes={active}}} outside 0..{lanes}")
+        mem, gather = _vmem(ops[1:], form == "vld", mb, active, where)
+        q = _mregs(ops[:1])
+        if form == "vld":
+            cls = "mve_gather" if gather else cls
+            dests = q + ((mem.base,) if mem.writeback else ())
+            srcs = mem.addr_regs + vpr_in
+        else:
+            cls = "mve_scatter" if gather else cls
+            srcs = q + mem.addr_regs + vpr_in
+            dests = (mem.base,) if mem.writeback else ()
+    elif form in ("vldn", "vstn"):
+        lst = _mregs([ops[0]])
+        mem, _ = _vmem(ops[1:], form == "vldn", spec["bytes"], 1, where)
+        if form == "vldn":
+            dests = lst + ((mem.base,) if mem.writeback else ())
+            srcs = (mem.base,)
+        else:
+            srcs = lst + (mem.base,)
+            dests = (mem.base,) if mem.writeback else ()
+    elif form == "vdp":
+        if not ops:
+            raise AsmError(f"{where}: {head} needs operands")
+        d = _mregs(ops[:1])
+        dests = d
+        srcs = _mregs(ops[1:])
+        reads_d = spec.get("accumulate") or pred is not None
+        if base in _SHIFT_IN_PLACE and len(ops) == 2 and (_mreg(ops[1]) or 0) < QBASE:
+            reads_d = True
+        if reads_d:
+            srcs = d + srcs
+        srcs = srcs + vpr_in
+    elif form == "vdav":
+        regs = _mregs(ops)
+        dests = tuple(r for r in regs if r < QBASE)
+        srcs = tuple(r for r in regs if r >= QBASE)
+        if spec.get("accumulate"):
+            srcs = dests + srcs
+        srcs = srcs + vpr_in
+    elif form in ("vcmp", "vpt"):
+        srcs = _mregs(ops[1:]) + vpr_in
+        dests = (VPR,)
+    elif form == "vctp":
+        srcs = _mregs(ops) + vpr_in
+        dests = (VPR,)
+    elif form == "vpst":
+        srcs = (VPR,)
+    elif form == "vmov":
+        regs = _mregs(ops)
+        lane_to = "[" in ops[0] if ops else False
+        lane_from = not lane_to and any("[" in o for o in ops)
+        if lane_to:
+            cls = "mve_lane_to"
+            dests = tuple(r for r in _mregs([o for o in ops if "[" in o]))[:1]
+            srcs = dests + tuple(r for r in regs if r < QBASE)
+        elif lane_from:
+            cls = "mve_lane_from"
+            dests = tuple(r for r in regs if r < QBASE)
+            srcs = tuple(r for r in regs if r >= QBASE)[:1]
+        else:
+            if ops and ops[-1].strip().startswith("#"):
+                cls = "mve_movimm"
+            dests, srcs = regs[:1], regs[1:]
+        srcs = srcs + vpr_in
+    elif form == "vpr":
+        dests, srcs = _mregs(ops[:1]), _mregs(ops[1:])
+    elif form == "vpushpop":
+        nums = [int(x) for x in re.findall(r"\bd(\d+)\b", rest.lower())]
+        nd = nums[-1] - nums[0] + 1 if ("-" in rest and len(nums) == 2) else len(nums)
+        mem = MemAccess(base in ("vpop", "vldm"), SP, None, 0, True, False, 8, nd)
+        dests, srcs = (SP,), (SP,)
+    elif form == "dls":
+        dests, srcs = _mregs(ops[:1]), _mregs(ops[1:2])
+    elif form == "le":
+        dests = srcs = (LR,)
+    elif form == "dp":
+        dests = _mregs(ops[:1])
+        srcs = _mregs(ops[1:])
+        if base in ("asrl", "lsll", "lsrl", "sqrshrl"):
+            dests = _mregs(ops[:2])
+            srcs = dests + _mregs(ops[2:])
+    return Instr(
+        text=code,
+        mnemonic=base,
+        cls=cls,
+        cond=None,
+        setflags=False,
+        size=4,
+        dests=dests,
+        srcs=srcs,
+        mem=mem,
+        tag=tag,
+        taken=taken,  # LE/LETP {nottaken}: the last iteration (falls through)
+        it_len=blk,
+        annot=annot,
+        pred=pred,
+        esize=esize,
+    )
