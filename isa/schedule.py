@@ -72,14 +72,48 @@ class Block:
         return last.cls == "cbz" or (last.cls == "branch" and last.cond is not None)
 
 
+@dataclass(frozen=True)
+class Rewind:
+    """Address annotation of one stream in a :class:`Loop`: at the start of iteration ``i``
+    the stream's pointer is set to (its value at loop entry) + ``start`` + ``i * step``, and
+    after the loop it is left at entry + ``start`` + ``count * step``. ``Rewind()`` re-reads
+    the same bytes every iteration (weights per output pixel pair); ``Rewind(step=row)``
+    jumps rows. With ``every > 0`` the pointer also moves ``skip`` more bytes after each
+    ``every`` iterations (a 2-D walk: filter taps or output pixels row by row, the
+    ``skip`` being the rest of the image row); iteration ``i`` is element ``i + phase`` of
+    that walk (a loop starting at the second tap of a window, one pixel on, has phase 1).
+    Streams without a rule just continue."""
+
+    step: int = 0
+    start: int = 0
+    every: int = 0
+    skip: int = 0
+    phase: int = 0
+
+    def offset(self, i: int) -> int:
+        """Pointer offset from the loop-entry value at the start of iteration ``i``."""
+        rows = (i + self.phase) // self.every if self.every else 0
+        return self.start + i * self.step + rows * self.skip
+
+
 @dataclass(eq=False)
 class Loop:
     """``body`` executed ``count`` times; the last instruction of the body is the back edge
-    (a conditional branch) when the compiled loop has one."""
+    (a conditional branch) when the compiled loop has one.
+
+    ``addr``, ``regs`` and ``moves`` only shape the address stream (isa/addresses.py),
+    never timing: ``addr`` maps a stream tag to a :class:`Rewind`; ``regs`` gives register
+    values (bytes) used as address offsets inside the loop (``ldr r5, [r1, r2]``,
+    ``add r1, r1, r3``), inherited by nested loops; ``moves`` maps a Block of this body to
+    {tag: bytes} added to those pointers just before that block runs (a store through a
+    second pointer into the same buffer, e.g. the output of the second pixel of a pair)."""
 
     name: str
     count: int
     body: list  # list[Block | Loop]
+    addr: dict = field(default_factory=dict)  # tag -> Rewind
+    regs: dict = field(default_factory=dict)  # "r2" -> bytes
+    moves: dict = field(default_factory=dict)  # Block -> {tag: bytes} before it runs
 
     def __post_init__(self) -> None:
         if self.count < 0:
@@ -107,6 +141,7 @@ class Program:
     macs: int = 0
     notes: list[str] = field(default_factory=list)
     scratch_bytes: int = 0  # arena scratch the kernel needs (set by schedule_for)
+    regs: dict = field(default_factory=dict)  # register values for addresses (see Loop.regs)
 
     def walk(self):
         """Yield (item, multiplier) for every block/loop occurrence with its execution count."""

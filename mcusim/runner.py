@@ -8,9 +8,10 @@ reused by every run on that device; outputs are computed on every run.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from .memory_plan import ArenaPlan, plan_arena
 from .model import Model, load
 from .stats import constant_bytes, op_macs
 
+if TYPE_CHECKING:
+    from mcusim.isa.schedule import Program
+
 
 @dataclass(frozen=True)
 class OpTiming:
@@ -37,6 +41,7 @@ class OpTiming:
     code_bytes: int
     scratch_bytes: int
     streams: dict[str, StreamUse]
+    program: Program | None = field(default=None, repr=False, compare=False)  # for caches
 
 
 @dataclass(frozen=True)
@@ -66,26 +71,8 @@ def time_op(device: Device, graph: Graph, op: Op) -> OpTiming:
         code_bytes=int(tr.code_bytes),
         scratch_bytes=int(program.scratch_bytes),
         streams=streams,
+        program=program,
     )
-
-
-def _footprints(graph: Graph, op: Op) -> dict[str, int]:
-    """Distinct bytes behind each stream (decides whether a flash data cache holds them)."""
-    t = graph.tensors
-    consts = [t[n] for n in op.inputs if n and t[n].is_const]
-    acts = [t[n] for n in op.inputs if n and not t[n].is_const]
-    fp: dict[str, int] = {}
-    if op.kind in ("conv2d", "depthwise_conv2d", "fully_connected"):
-        fp["weights"] = consts[0].nbytes if consts else 0
-        fp["bias"] = sum(c.nbytes for c in consts[1:])
-    else:
-        fp["const"] = sum(c.nbytes for c in consts)
-    if acts:
-        fp["input"] = acts[0].nbytes
-    if len(acts) > 1:
-        fp["input2"] = acts[1].nbytes
-    fp["output"] = sum(t[n].nbytes for n in op.outputs)
-    return fp
 
 
 def device_costs(model: Model, device: Device) -> DeviceCosts:
@@ -95,6 +82,16 @@ def device_costs(model: Model, device: Device) -> DeviceCosts:
         return cached
     g = model.graph
     timings = tuple(time_op(device, g, op) for op in g.ops)
+    plan = plan_arena(g, {i: tm.scratch_bytes for i, tm in enumerate(timings)})
+    flash = constant_bytes(g)
+    check_fit(model, device, plan.peak_bytes, flash)
+    from .cache import needs_simulation, simulate_model  # numba: imported when needed
+
+    sim = None
+    if needs_simulation(device):
+        # caches see the address stream of the whole model in order (contents carry over
+        # from layer to layer), simulated once per (model, device)
+        sim = simulate_model(g, [tm.program for tm in timings], plan, device)
     costs = tuple(
         layer_cost(
             device,
@@ -102,13 +99,11 @@ def device_costs(model: Model, device: Device) -> DeviceCosts:
             tm.instructions,
             tm.code_bytes,
             tm.streams,
-            _footprints(g, op),
+            {},
+            cache=sim.layer(i) if sim is not None else None,
         )
-        for op, tm in zip(g.ops, timings, strict=True)
+        for i, tm in enumerate(timings)
     )
-    plan = plan_arena(g, {i: tm.scratch_bytes for i, tm in enumerate(timings)})
-    flash = constant_bytes(g)
-    check_fit(model, device, plan.peak_bytes, flash)
     dc = DeviceCosts(device, timings, costs, plan, flash)
     model._costs[key] = dc
     return dc
@@ -203,6 +198,7 @@ def run(
                 memory_energy_j=c.memory_energy_j,
                 traffic={m: dict(rw) for m, rw in c.traffic.items()},
                 output_shape=tuple(g.tensors[op.outputs[0]].shape),
+                cache={lv: dict(st) for lv, st in c.cache.items()},
             )
         )
     result = RunResult(

@@ -12,7 +12,17 @@ import numpy as np
 
 @dataclass
 class LayerRecord:
-    """What one layer cost. Every number comes from a model in isa/, kernels/ or devices/."""
+    """What one layer cost. Every number comes from a model in isa/, kernels/ or devices/.
+
+    ``traffic[memory]``: "read"/"write" are core-side bytes (what the kernel's loads and
+    stores asked of that memory, hits included); "fill"/"writeback" (present when caches
+    were simulated) are bytes actually moved between the memory and a cache level: lines
+    filled from it (into the L1 caches, or into its flash accelerator) and dirty lines
+    written back to it. ``cache[level]`` ("dcache", "icache", "flash_accel_d",
+    "flash_accel_i"): {"hits", "misses", "writebacks"} of this layer's accesses (core
+    accesses for L1 levels and for an accelerator the core reaches directly; L1 line
+    fills for an accelerator behind an L1). Empty when no cache was simulated.
+    """
 
     index: int
     name: str
@@ -29,16 +39,20 @@ class LayerRecord:
     energy_j: float
     core_energy_j: float
     memory_energy_j: float
-    traffic: dict[str, dict[str, int]]  # memory -> {"read": bytes, "write": bytes}
+    traffic: dict[str, dict[str, int]]  # memory -> {"read", "write"[, "fill", "writeback"]}
     output_shape: tuple[int, ...] = ()
+    cache: dict[str, dict[str, int]] = field(default_factory=dict)  # level -> hits/misses/...
 
     def flat(self) -> dict[str, Any]:
         """One flat row (traffic expanded to <memory>_read / <memory>_write columns)."""
-        row = {k: v for k, v in asdict(self).items() if k != "traffic"}
+        row = {k: v for k, v in asdict(self).items() if k not in ("traffic", "cache")}
         row["output_shape"] = "x".join(str(d) for d in self.output_shape)
         for mem, rw in self.traffic.items():
-            row[f"{mem}_read_bytes"] = rw.get("read", 0)
-            row[f"{mem}_write_bytes"] = rw.get("write", 0)
+            for kind, v in rw.items():
+                row[f"{mem}_{kind}_bytes"] = v
+        for level, st in self.cache.items():
+            for kind, v in st.items():
+                row[f"{level}_{kind}"] = v
         return row
 
 
@@ -75,8 +89,18 @@ class RunResult:
         for r in self.layers:
             for mem, rw in r.traffic.items():
                 t = tot.setdefault(mem, {"read": 0, "write": 0})
-                t["read"] += rw.get("read", 0)
-                t["write"] += rw.get("write", 0)
+                for kind, v in rw.items():
+                    t[kind] = t.get(kind, 0) + v
+        return tot
+
+    def cache_totals(self) -> dict[str, dict[str, int]]:
+        """Hits/misses/writebacks per cache level over all layers."""
+        tot: dict[str, dict[str, int]] = {}
+        for r in self.layers:
+            for level, st in r.cache.items():
+                t = tot.setdefault(level, {})
+                for kind, v in st.items():
+                    t[kind] = t.get(kind, 0) + v
         return tot
 
     def totals(self) -> dict[str, Any]:
@@ -88,6 +112,7 @@ class RunResult:
             "peak_ram_bytes": self.peak_ram_bytes,
             "flash_bytes": self.flash_bytes,
             "traffic": self.traffic_totals(),
+            "cache": self.cache_totals(),
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,10 +20,15 @@ from __future__ import annotations
 from functools import cache
 
 from mcusim.graph import Graph, Op
-from mcusim.isa.schedule import Block, Loop, Program
+from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
-from .common import Geom, conv_geom, memcpy_items, memset_items
-from .matmul import leftover_column, mat_mult_kernel_s8_s16, mat_mult_nt_t_s8
+from .common import Geom, PixelWalk, conv_geom, memcpy_items, memset_items, pixels_by, taps_key
+from .matmul import (
+    leftover_column,
+    mat_mult_kernel_s8_s16,
+    mat_mult_nt_t_s8,
+    s8s16_odd_channel_moves,
+)
 
 CONV_ENTRY = """
 push   {r4, r5, r6, r7, r8, r9, r10, r11, lr}
@@ -199,6 +204,9 @@ def _im2col_column(g: Geom, kernel_ch: int, n_valid: int, rhs_cols: int) -> list
     taps = g.k_h * g.k_w
     # a tap copy is word-aligned when every offset is a multiple of 4 bytes
     aligned = g.in_c % 4 == 0 and kernel_ch % 4 == 0
+    # taps row by row: the next tap is the next (dilated) pixel, after k_w taps the next
+    # (dilated) input row (exact when every tap is in bounds, an estimate at borders)
+    pix = g.in_c * g.d_w
     copy = Loop(
         "im2col_copy_taps",
         n_valid,
@@ -208,6 +216,7 @@ def _im2col_column(g: Geom, kernel_ch: int, n_valid: int, rhs_cols: int) -> list
             *memcpy_items(kernel_ch, aligned, "input", "scratch"),
             k["tap_end"],
         ],
+        addr={"input": Rewind(pix, every=g.k_w, skip=g.in_w * g.in_c * g.d_h - g.k_w * pix)},
     )
     pad = Loop(
         "im2col_pad_taps",
@@ -235,6 +244,8 @@ def convolve_s8_items(g: Geom, kernel_ch: int, groups: int) -> list:
     out_ch_g = g.out_c // groups
     n_pix = g.out_pixels
     per_group: list = []
+    classes = pixels_by(g, taps_key(g))
+    walk = PixelWalk(g, ("input",))
     # im2col of every pixel: pixels grouped by how many taps are in bounds
     for n_valid, count in sorted(g.taps_valid().items()):
         per_group.append(
@@ -242,13 +253,27 @@ def convolve_s8_items(g: Geom, kernel_ch: int, groups: int) -> list:
                 f"im2col_pixels_{n_valid}taps",
                 count,
                 _im2col_column(g, kernel_ch, n_valid, rhs_cols),
+                # each pixel of the class at its own input window; the column buffer
+                # is reused
+                addr={**walk.rules(classes[n_valid]), "scratch": Rewind(0)},
             )
         )
     per_group.append(
         Loop(
             "conv_column_pairs",
             n_pix // 2,
-            [k["pair_args"], *mat_mult_kernel_s8_s16(out_ch_g, rhs_cols), k["pair_end"]],
+            [
+                k["pair_args"],
+                *mat_mult_kernel_s8_s16(out_ch_g, rhs_cols, g.out_c),
+                k["pair_end"],
+            ],
+            # every pair of columns re-reads all filters, biases and requant parameters
+            # and writes the outputs of the next two pixels
+            addr={
+                **{r: Rewind(0) for r in ("weights", "bias", "const", "scratch")},
+                "output": Rewind(2 * g.out_c),
+            },
+            moves=s8s16_odd_channel_moves(out_ch_g, g.out_c),
         )
     )
     if n_pix % 2:
@@ -299,9 +324,16 @@ def conv2d_program(graph: Graph, op: Op) -> Program:
                 "conv1x1_out_rows",
                 g.batches * g.out_h,
                 [
-                    *mat_mult_nt_t_s8(g.out_w, g.out_c, g.in_c),
+                    *mat_mult_nt_t_s8(g.out_w, g.out_c, g.in_c, g.s_w * g.in_c),
                     k["row_end_1x1"],
                 ],
+                addr={
+                    "input": Rewind(g.s_h * g.in_w * g.in_c),
+                    "output": Rewind(g.out_w * g.out_c),
+                    "weights": Rewind(0),
+                    "bias": Rewind(0),
+                    "const": Rewind(0),
+                },
             )
             items = [k["entry"], row, k["exit"]]
         notes = ["GCC build: the ACLE-only s16 im2col path of 1x1_fast is not compiled"]

@@ -15,9 +15,17 @@ from collections import Counter
 from functools import cache
 
 from mcusim.graph import Graph, Op
-from mcusim.isa.schedule import Block, Loop, Program
+from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
-from .common import Geom, conv_geom, memset_items, requant_out_block
+from .common import (
+    Geom,
+    PixelWalk,
+    conv_geom,
+    memset_items,
+    pixels_by,
+    requant_out_block,
+    rows_cols_key,
+)
 
 # ------------------------------------------------------------------ arm_depthwise_conv_3x3_s8
 DW3_TAP = """
@@ -184,6 +192,18 @@ def _dw3_y_classes(g: Geom) -> Counter:
 def depthwise_3x3_items(g: Geom) -> list:
     k = _dw3_blocks()
     ch4, chl = g.in_c // 4, g.in_c % 4
+    c = g.in_c
+    # taps read [ptr], [ptr, r2] and [ptr, r2, lsl #1] / [r1, ip]: one channel group of
+    # three neighbouring pixels (input) or filter taps (weights)
+    regs = {"r2": c, "ip": 2 * c}
+    rows_addr = {"input": Rewind(g.in_w * c), "weights": Rewind(3 * c)}
+
+    def key(oy: int, ox: int):
+        in_h, in_w = oy * g.s_h - g.pad_t, ox * g.s_w - g.pad_l
+        return (min(3, g.in_h - in_h) - max(0, -in_h), (in_w >= 0, g.in_w - in_w >= 3))
+
+    classes = pixels_by(g, key)
+    walk = PixelWalk(g, clamp=False)  # the left tap sits at column -1 when padded
     outs = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
     items: list = [k["entry"]]
     for rows, ny in sorted(_dw3_y_classes(g).items()):
@@ -207,12 +227,24 @@ def depthwise_3x3_items(g: Geom) -> list:
             group = Loop(
                 "dw3_channel_groups",
                 ch4,
-                [k["group_setup"], Loop("dw3_rows", rows, row_body), *outs, k["group_end"]],
+                [
+                    k["group_setup"],
+                    Loop("dw3_rows", rows, row_body, addr=rows_addr),
+                    *outs,
+                    k["group_end"],
+                ],
+                addr={"input": Rewind(4), "weights": Rewind(4)},
             )
             leftover = Loop(
                 "dw3_leftover_channels",
                 chl,
-                [k["l_setup"], Loop("dw3_ch1_rows", rows, l_row), outs[0], k["l_end"]],
+                [
+                    k["l_setup"],
+                    Loop("dw3_ch1_rows", rows, l_row, addr=rows_addr),
+                    outs[0],
+                    k["l_end"],
+                ],
+                addr={"input": Rewind(1), "weights": Rewind(1)},
             )
             tag = f"{rows}r{'L' if left else ''}{'R' if right else ''}"
             items.append(
@@ -220,6 +252,13 @@ def depthwise_3x3_items(g: Geom) -> list:
                     f"dw3_pixels_{tag}",
                     ny * nx,
                     [k["pixel_setup"], group, leftover, k["pixel_end"]],
+                    addr={
+                        **walk.rules(classes[(rows, (left, right))]),
+                        "weights": Rewind(0),
+                        "bias": Rewind(0),
+                        "const": Rewind(0),
+                    },
+                    regs=regs,
                 )
             )
     items.append(k["exit"])
@@ -463,12 +502,15 @@ def depthwise_opt_items(g: Geom) -> list:
     kk = g.k_h * g.k_w
     aligned = c % 2 == 0
     outs = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
-    # compute part: the same for every pixel
+    # compute part: the same for every pixel; the s16 patch (2 * c * kk bytes, just
+    # written by the im2col part) is read back from its start, 4 channels per group
+    patch = 2 * c * kk
     compute = [
         Loop(
             "dwopt_channel_groups",
             g.out_c // 4,
-            [
+            addr={"weights": Rewind(4), "scratch": Rewind(8, start=-patch)},
+            body=[
                 k["group_setup"],
                 Loop("dwopt_mac8", kk // 2, [k["mac8"]]),
                 *([k["mac4_odd"]] if kk % 2 else []),
@@ -480,6 +522,7 @@ def depthwise_opt_items(g: Geom) -> list:
             "dwopt_leftover_channels",
             g.out_c % 4,
             [k["ch1_setup"], Loop("dwopt_ch1_mac", kk, [k["ch1_mac"]]), outs[0], k["ch1_end"]],
+            addr={"weights": Rewind(1), "scratch": Rewind(2)},
         ),
     ]
     widen = [
@@ -491,6 +534,8 @@ def depthwise_opt_items(g: Geom) -> list:
     items: list = [k["entry"]]
     rows_c = g.rows_valid()
     cols_c = g.cols_valid()
+    classes = pixels_by(g, rows_cols_key(g))
+    walk = PixelWalk(g)
     for ry, ny in sorted(rows_c.items()):
         for cx, nx in sorted(cols_c.items()):
             # rows outside the input are zeroed with one memset each side
@@ -504,7 +549,8 @@ def depthwise_opt_items(g: Geom) -> list:
                 Loop(
                     "dwopt_rows",
                     ry,
-                    [
+                    addr={"input": Rewind(g.in_w * c)},
+                    body=[
                         k["row_setup"],
                         Loop("dwopt_copy_taps", cx, [k["tap_test"], *widen, k["tap_end"]]),
                         Loop(
@@ -526,6 +572,14 @@ def depthwise_opt_items(g: Geom) -> list:
                     f"dwopt_pixels_{ry}x{cx}",
                     ny * nx,
                     [k["pixel_setup"], *im2col, *compute, k["pixel_end"]],
+                    addr={
+                        **walk.rules(classes[(ry, cx)]),
+                        "scratch": Rewind(0),
+                        "weights": Rewind(0),
+                        "bias": Rewind(0),
+                        "const": Rewind(0),
+                    },
+                    regs={"r3": c},  # [r1, r3], [r2, r3, lsl #1], add r1, r1, r3, lsl #1
                 )
             )
     items.append(k["exit"])
@@ -675,6 +729,13 @@ def _dwg_blocks():
 
 def depthwise_generic_items(g: Geom, ch_mult: int, mult4: bool) -> list:
     k = _dwg_blocks()
+    c = g.in_c
+    oc = g.out_c
+    # input steps over pixels (r2 = input_ch), weights over taps (lr = output_ch)
+    regs = {"r2": c, "lr": oc}
+    rows_addr = {"input": Rewind(g.in_w * c), "weights": Rewind(g.k_w * oc)}
+    classes = pixels_by(g, rows_cols_key(g))
+    walk = PixelWalk(g)
     outs = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
     items: list = [k["entry"]]
     for ry, ny in sorted(g.rows_valid().items()):
@@ -688,7 +749,8 @@ def depthwise_generic_items(g: Geom, ch_mult: int, mult4: bool) -> list:
                         Loop(
                             "dw_mult4_rows",
                             ry,
-                            [
+                            addr=rows_addr,
+                            body=[
                                 k["m4_row_setup"],
                                 Loop("dw_mult4_taps", cx, [k["m4_tap"]]),
                                 k["m4_row_end"],
@@ -697,6 +759,8 @@ def depthwise_generic_items(g: Geom, ch_mult: int, mult4: bool) -> list:
                         *outs,
                         k["m4_tile_end"],
                     ],
+                    # 4 output channels per tile; a tile's input channel is tile // (mult/4)
+                    addr={"weights": Rewind(4), "input": Rewind(0, every=ch_mult // 4, skip=1)},
                 )
                 body = [tile, k["m4_pixel"]]
             else:
@@ -708,7 +772,8 @@ def depthwise_generic_items(g: Geom, ch_mult: int, mult4: bool) -> list:
                         Loop(
                             "dw_generic_rows",
                             ry,
-                            [
+                            addr=rows_addr,
+                            body=[
                                 k["gen_row"],
                                 Loop("dw_generic_taps", cx, [k["gen_tap"]]),
                                 k["gen_row_end"],
@@ -717,9 +782,31 @@ def depthwise_generic_items(g: Geom, ch_mult: int, mult4: bool) -> list:
                         outs[0],
                         k["gen_out_end"],
                     ],
+                    addr={
+                        "weights": Rewind(1),
+                        "bias": Rewind(4),  # bias[ch] by register index
+                        "input": Rewind(0, every=ch_mult, skip=1),  # channel = out // mult
+                    },
                 )
                 body = [out, k["m4_pixel"]]
-            items.append(Loop(f"dw_pixels_{ry}x{cx}", ny * nx * g.batches, body))
+            items.append(
+                Loop(
+                    f"dw_pixels_{ry}x{cx}",
+                    ny * nx * g.batches,
+                    body,
+                    addr={
+                        **(
+                            walk.rules(classes[(ry, cx)])
+                            if g.batches == 1
+                            else {"input": Rewind(g.s_w * c)}
+                        ),
+                        "weights": Rewind(0),
+                        "bias": Rewind(0),
+                        "const": Rewind(0),
+                    },
+                    regs=regs,
+                )
+            )
     items.append(k["exit"])
     return items
 

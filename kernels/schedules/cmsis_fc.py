@@ -9,7 +9,7 @@ the DSP branch differs on whether the filter zero point is 0 (SXTB16) or not (SX
 from __future__ import annotations
 
 from mcusim.graph import Graph, Op
-from mcusim.isa.schedule import Block, Loop, Program
+from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
 from .common import per_channel, weight_zero_point
 from .matmul import vec_mat_mult_t_s8
@@ -62,6 +62,13 @@ def fully_connected_program(graph: Graph, op: Op) -> Program:
             "fc_batches",
             batches,
             [*vec_mat_mult_t_s8(out_f, in_f, wofs, pc), _b("fc_batch_end", FC_BATCH_END)],
+            # next batch row: the next input vector against the same weights
+            addr={
+                "input": Rewind(in_f),
+                "weights": Rewind(0),
+                "bias": Rewind(0),
+                "const": Rewind(0),
+            },
         ),
         _b("fc_exit", FC_EXIT),
     ]

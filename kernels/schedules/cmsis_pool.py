@@ -13,9 +13,17 @@ from __future__ import annotations
 from functools import cache
 
 from mcusim.graph import Graph, Op
-from mcusim.isa.schedule import Block, Loop, Program
+from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
-from .common import memcpy_items, pool_geom
+from .common import Geom, PixelWalk, memcpy_items, pixels_by, pool_geom, taps_key
+
+
+def _window_taps(g: Geom) -> dict:
+    """Taps after the first of a pooling window (the first-tap loop leaves the input one
+    pixel on): the next pixel, and after each row of the filter the next input row."""
+    c = g.in_c
+    return {"input": Rewind(c, every=g.k_w, skip=(g.in_w - g.k_w) * c, phase=1)}
+
 
 AVG_FIRST = """
 ldrsb   r3, [r1], #1    {input}
@@ -233,6 +241,8 @@ def avg_pool_program(graph: Graph, op: Op) -> Program:
     k = _blocks()
     c = g.in_c
     items: list = [k["entry"]]
+    classes = pixels_by(g, taps_key(g))
+    walk = PixelWalk(g)
     for n_taps, npix in sorted(g.taps_valid().items()):
         body = [
             k["avg_pixel"],
@@ -240,17 +250,33 @@ def avg_pool_program(graph: Graph, op: Op) -> Program:
                 "avg_first_tap",
                 1 if n_taps else 0,
                 [k["avg_tap"], Loop("avg_copy_ch", c, [k["avg_first"]]), k["avg_tap_end"]],
+                addr={"scratch": Rewind(0)},  # int32 sums of the pixel, reused per tap
             ),
             Loop(
                 "avg_taps",
                 max(n_taps - 1, 0),
                 [k["avg_tap"], Loop("avg_acc_ch", c, [k["avg_acc"]]), k["avg_tap_end"]],
+                addr={"scratch": Rewind(0), **_window_taps(g)},
             ),
             k["avg_pixel_end"],
             Loop("avg_scale_ch", c, [k["avg_scale"]]),
             k["avg_pixel_next"],
         ]
-        items.append(Loop(f"avg_pixels_{n_taps}taps", npix * g.batches, body))
+        items.append(
+            Loop(
+                f"avg_pixels_{n_taps}taps",
+                npix * g.batches,
+                body,
+                addr={
+                    **(
+                        walk.rules(classes[n_taps])
+                        if g.batches == 1
+                        else {"input": Rewind(g.s_w * c)}
+                    ),
+                    "scratch": Rewind(0),
+                },
+            )
+        )
     items.append(k["exit"])
     return Program(
         items,
@@ -266,6 +292,8 @@ def max_pool_program(graph: Graph, op: Op) -> Program:
     c = g.in_c
     items: list = [k["entry"]]
     aligned = c % 4 == 0
+    classes = pixels_by(g, taps_key(g))
+    walk = PixelWalk(g)
     for n_taps, npix in sorted(g.taps_valid().items()):
         body = [
             k["avg_pixel"],
@@ -273,11 +301,13 @@ def max_pool_program(graph: Graph, op: Op) -> Program:
                 "max_first_tap",
                 1 if n_taps else 0,
                 [k["avg_tap"], *memcpy_items(c, aligned, "input", "output"), k["avg_tap_end"]],
+                addr={"output": Rewind(0)},  # the output pixel is merged in place per tap
             ),
             Loop(
                 "max_taps",
                 max(n_taps - 1, 0),
-                [
+                addr={"output": Rewind(0), **_window_taps(g)},
+                body=[
                     k["avg_tap"],
                     k["max_call"],
                     Loop("max_cmp4", c // 4, [k["max_cmp4"]]),
@@ -287,13 +317,21 @@ def max_pool_program(graph: Graph, op: Op) -> Program:
             ),
             k["avg_pixel_next"],
         ]
-        items.append(Loop(f"max_pixels_{n_taps}taps", npix, body))
+        items.append(
+            Loop(
+                f"max_pixels_{n_taps}taps",
+                npix,
+                body,
+                addr=walk.rules(classes[n_taps]),
+            )
+        )
     total = g.out_pixels * c
     items += [
         Loop(
             "max_batches_clamp",
             1,
-            [
+            addr={"output": Rewind(0, start=-walk.used["output"])},  # clamp from the start
+            body=[
                 k["max_call"],
                 Loop("clamp4", total // 4, [k["clamp4"]]),
                 Loop("clamp1", total % 4, [k["clamp1"]]),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import cache
 
 from mcusim.graph import Graph, Op
-from mcusim.isa.schedule import Block, Loop, Program
+from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
 
 def _mul_sat(a: str, b: str, d: str) -> str:
@@ -186,9 +186,10 @@ def softmax_program(graph: Graph, op: Op) -> Program:
     body = [
         k["row_setup"],
         Loop("sm_max", row - 1, [k["max"]]),
-        Loop("sm_sum", row, [k["sum"]]),
+        # the sum and output passes re-read the row from its start
+        Loop("sm_sum", row, [k["sum"]], addr={"input": Rewind(1, start=-row)}),
         k["mid"],
-        Loop("sm_out", row, [k["out"]]),
+        Loop("sm_out", row, [k["out"]], addr={"input": Rewind(1, start=-row)}),
         k["row_end"],
     ]
     return Program(

@@ -283,3 +283,92 @@ def weight_zero_point(graph: Graph, op: Op) -> int:
     if q is None or len(q.zero_point) == 0:
         return 0
     return int(q.zero_point[0])
+
+
+# --- address rules of pixel loops (cache model only; timing never reads them) ----------
+def valid_taps_1d(in_size: int, k: int, s: int, d: int, pad: int, o: int) -> int:
+    """In-bounds filter taps along one axis for output coordinate ``o``."""
+    base = o * s - pad
+    return sum(1 for i in range(k) if 0 <= base + i * d < in_size)
+
+
+def pixels_by(g: Geom, key) -> dict:
+    """Output pixels (oy, ox) in raster order, grouped by ``key(oy, ox)``."""
+    out: dict = {}
+    for oy in range(g.out_h):
+        for ox in range(g.out_w):
+            out.setdefault(key(oy, ox), []).append((oy, ox))
+    return out
+
+
+def taps_key(g: Geom):
+    """Key of the kernels that group pixels by their number of in-bounds taps."""
+
+    def key(oy: int, ox: int) -> int:
+        ry = valid_taps_1d(g.in_h, g.k_h, g.s_h, g.d_h, g.pad_t, oy)
+        cx = valid_taps_1d(g.in_w, g.k_w, g.s_w, g.d_w, g.pad_l, ox)
+        return ry * cx
+
+    return key
+
+
+def rows_cols_key(g: Geom):
+    """Key of the kernels that group pixels by (in-bounds rows, in-bounds columns)."""
+
+    def key(oy: int, ox: int) -> tuple[int, int]:
+        return (
+            valid_taps_1d(g.in_h, g.k_h, g.s_h, g.d_h, g.pad_t, oy),
+            valid_taps_1d(g.in_w, g.k_w, g.s_w, g.d_w, g.pad_l, ox),
+        )
+
+    return key
+
+
+class PixelWalk:
+    """Address rules placing a loop over one class of output pixels (the schedules group
+    border/interior pixels into separate loops) on the pixels' real input windows and
+    outputs. Each rule starts at the class's first pixel and walks row by row (exact for a
+    rectangular class, an estimate for scattered border pixels). Successive class loops
+    are chained: ``used`` is where the previous loop left each pointer."""
+
+    def __init__(self, g: Geom, tags: tuple[str, ...] = ("input", "output"), clamp: bool = True):
+        self.g = g
+        self.tags = tags
+        self.clamp = clamp  # window start clamped into the image (else may be -1 column)
+        self.used = {t: 0 for t in tags}
+
+    def rules(self, pixels: list[tuple[int, int]]) -> dict:
+        from mcusim.isa.schedule import Rewind
+
+        g = self.g
+        ys = sorted({oy for oy, _ in pixels})
+        xs = sorted({ox for _, ox in pixels})
+        per_row = sum(1 for oy, _ in pixels if oy == ys[0])
+
+        def col_in(ox: int) -> int:
+            x = ox * g.s_w - g.pad_l
+            return (max(x, 0) if self.clamp else x) * g.in_c
+
+        def row_in(oy: int) -> int:
+            return max(oy * g.s_h - g.pad_t, 0) * g.in_w * g.in_c
+
+        pos = {
+            "input": (row_in, col_in),
+            "output": (lambda oy: oy * g.out_w * g.out_c, lambda ox: ox * g.out_c),
+        }
+        out = {}
+        for t in self.tags:
+            row, col = pos[t]
+            # exact when the class is a grid of equally spaced rows and columns (any one
+            # or two rows/columns are); otherwise the first spacing is assumed throughout
+            step = col(xs[1]) - col(xs[0]) if len(xs) > 1 else 0
+            rstep = row(ys[1]) - row(ys[0]) if len(ys) > 1 else 0
+            r = Rewind(
+                step,
+                start=row(ys[0]) + col(xs[0]) - self.used[t],
+                every=per_row,
+                skip=rstep - per_row * step,
+            )
+            self.used[t] += r.offset(len(pixels))
+            out[t] = r
+        return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from mcusim.isa.schedule import Block, Loop
+from mcusim.isa.schedule import Block, Loop, Rewind
 
 from .common import requant_out_block
 
@@ -154,14 +154,35 @@ def _s8s16_blocks():
     }
 
 
-def mat_mult_kernel_s8_s16(out_ch: int, num_col: int) -> list:
-    """One call: 2 im2col columns against ``out_ch`` filters of ``num_col`` weights."""
+def s8s16_outputs(out_row: int) -> dict:
+    """Output pointer moves around the four stores of a row pair: r8 -> (pixel 0, ch n),
+    r9 -> (pixel 1, ch n), r10 -> (pixel 0, ch n+1), r11 -> (pixel 1, ch n+1), pixel 1's
+    outputs ``out_row`` bytes after pixel 0's (out_0 / out_1 in CMSIS-NN)."""
+    out4 = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
+    return {
+        out4[1]: {"output": out_row - 1},
+        out4[2]: {"output": -out_row},
+        out4[3]: {"output": out_row - 1},
+        _s8s16_blocks()["row_end"]: {"output": -out_row},
+    }
+
+
+def s8s16_odd_channel_moves(out_ch: int, out_row: int) -> dict:
+    """Moves for the odd last channel of a call (items directly in the caller's loop)."""
+    return {requant_out_block("r9"): {"output": out_row - 1}} if out_ch % 2 else {}
+
+
+def mat_mult_kernel_s8_s16(out_ch: int, num_col: int, out_row: int | None = None) -> list:
+    """One call: 2 im2col columns against ``out_ch`` filters of ``num_col`` weights; the
+    second column's outputs ``out_row`` bytes after the first's (default ``out_ch``)."""
     k = _s8s16_blocks()
     out4 = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
     row = Loop(
         "s8s16_rows",
         out_ch // 2,
-        [
+        addr={"scratch": Rewind(0), "const": Rewind(16)},  # both columns re-read per row pair
+        moves=s8s16_outputs(out_ch if out_row is None else out_row),
+        body=[
             k["row_setup"],
             Loop("s8s16_cols4", num_col // 4, [k["inner"]]),
             k["row_mid"],
@@ -237,7 +258,8 @@ def leftover_column(out_ch: int, num_col: int) -> list:
         Loop(
             "leftover_col_rows",
             out_ch,
-            [
+            addr={"scratch": Rewind(0)},  # the single column is re-read per filter
+            body=[
                 setup,
                 Loop("leftover_col_cols4", num_col // 4, [inner]),
                 Loop("leftover_col_left", num_col % 4, [left]),
@@ -445,10 +467,21 @@ def _nt_blocks():
     }
 
 
-def mat_mult_nt_t_s8(lhs_rows: int, rhs_rows: int, rhs_cols: int) -> list:
+def mat_mult_nt_t_s8(
+    lhs_rows: int, rhs_rows: int, rhs_cols: int, lhs_row_bytes: int | None = None
+) -> list:
     """One call of arm_nn_mat_mult_nt_t_s8 (DSP branch): lhs_rows pixels x rhs_rows
-    filters of rhs_cols int8 weights."""
+    filters of rhs_cols int8 weights; lhs rows ``lhs_row_bytes`` apart (lhs_cols_offset,
+    default rhs_cols). Address rules: each channel pair reads its two filter rows once for
+    the weight sums and again per pair of lhs rows; every channel pair re-reads all lhs
+    rows; outputs of a row pair land 2 rows apart (NHWC, out channels innermost)."""
     k = _nt_blocks()
+    kb = rhs_cols
+    lb = rhs_cols if lhs_row_bytes is None else lhs_row_bytes
+    # register offsets of the second row (rhs_off0 / lhs_off0): read after a post-increment
+    # of 4 (word steps: rhs_cols - 4), of 1 (weight sums) or of 0 (scalar steps)
+    regs = {"r2": kb, "r3": lb}
+    word_regs = {"r2": kb - 4, "r3": lb - 4}
     out = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
     n16 = rhs_cols // 16
     n4 = (rhs_cols % 16) // 4
@@ -456,10 +489,18 @@ def mat_mult_nt_t_s8(lhs_rows: int, rhs_rows: int, rhs_cols: int) -> list:
     pair_rows = Loop(
         "nt_row_pairs",
         lhs_rows // 2,
-        [
+        addr={
+            "weights": Rewind(0, start=-kb),  # back to the pair's rows after the sums
+            "input": Rewind(2 * lb),
+            "output": Rewind(2 * rhs_rows),
+            "const": Rewind(0),
+        },
+        # the second lhs row's two outputs go one output row further
+        moves={out[2]: {"output": rhs_rows - 2}},
+        body=[
             k["row_setup"],
-            Loop("nt_cols16", n16, [k["c16"]]),
-            Loop("nt_cols4", n4, [k["c4"]]),
+            Loop("nt_cols16", n16, [k["c16"]], regs=word_regs),
+            Loop("nt_cols4", n4, [k["c4"]], regs=word_regs),
             Loop("nt_cols1", n1, [k["c1"]]),
             *out,
             k["row_end"],
@@ -469,8 +510,8 @@ def mat_mult_nt_t_s8(lhs_rows: int, rhs_rows: int, rhs_cols: int) -> list:
     if lhs_rows % 2:
         odd_row = [
             k["row_setup"],
-            Loop("nt_odd16", n16, [k["odd16"]]),
-            Loop("nt_odd4", n4, [k["odd4"]]),
+            Loop("nt_odd16", n16, [k["odd16"]], regs=word_regs),
+            Loop("nt_odd4", n4, [k["odd4"]], regs=word_regs),
             Loop("nt_odd1", n1, [k["odd1"]]),
             out[0],
             out[1],
@@ -478,9 +519,16 @@ def mat_mult_nt_t_s8(lhs_rows: int, rhs_rows: int, rhs_cols: int) -> list:
     pairs = Loop(
         "nt_ch_pairs",
         rhs_rows // 2,
-        [
+        addr={
+            "weights": Rewind(2 * kb),
+            "input": Rewind(0),
+            "output": Rewind(2),
+            "const": Rewind(16),
+        },
+        regs=regs,
+        body=[
             k["pair_setup"],
-            Loop("nt_wsum", rhs_cols, [k["wsum"]]),
+            Loop("nt_wsum", rhs_cols, [k["wsum"]], regs={"r2": kb - 1}),
             k["pair_offs"],
             pair_rows,
             *odd_row,
@@ -493,7 +541,14 @@ def mat_mult_nt_t_s8(lhs_rows: int, rhs_rows: int, rhs_cols: int) -> list:
             Loop(
                 "nt_oddch_rows",
                 lhs_rows,
-                [
+                addr={
+                    "weights": Rewind(0),
+                    "input": Rewind(lb),
+                    "output": Rewind(rhs_rows),
+                    "const": Rewind(0),
+                },
+                regs=regs,
+                body=[
                     k["oddch_setup"],
                     Loop("nt_oddch_cols", rhs_cols, [k["oddch1"]]),
                     out[0],
@@ -627,7 +682,8 @@ def vec_mat_mult_t_s8(
     rows = Loop(
         "vm_row_pairs",
         rhs_rows // 2,
-        [
+        addr={"input": Rewind(0)},  # the input vector is re-read per pair of rows
+        body=[
             k["row_setup"],
             Loop("vm_cols4x4", col4 // 4, [k["c4x4"]]),
             k["row_mid"],

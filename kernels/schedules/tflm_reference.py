@@ -13,7 +13,7 @@ from functools import cache
 
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op
-from mcusim.isa.schedule import Block, Loop, Program
+from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
 from .cmsis_softmax import _exp_on_negative, _mul_sat
 
@@ -194,8 +194,17 @@ def _block(kind: str) -> Block:
     return Block.asm(_ELEM[kind] + LOOP_END, f"ref_{kind}")
 
 
+# kernels reading through a computed subscript ([r6, r3]): one element per iteration
+_INDEXED = {
+    "gather": {"input": Rewind(1)},
+    "broadcast_add": {"input": Rewind(1), "input2": Rewind(1)},
+    "broadcast_mul": {"input": Rewind(1), "input2": Rewind(1)},
+}
+
+
 def _elementwise(kind: str, n: int, kernel: str) -> Program:
-    items = [_block("entry"), Loop(f"ref_{kind}", n, [_block(kind)]), _block("exit")]
+    loop = Loop(f"ref_{kind}", n, [_block(kind)], addr=dict(_INDEXED.get(kind, {})))
+    items = [_block("entry"), loop, _block("exit")]
     return Program(items, kernel=kernel)
 
 

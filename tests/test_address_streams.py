@@ -1,0 +1,243 @@
+"""Address streams of compiled schedules (isa/addresses.py) against hand-derived addresses.
+
+Each expected address below follows from the CMSIS-NN loop structure and the address rules
+of docs/cost-model.md ("Address streams"): one pointer per stream, immediate offsets,
+writeback, pointer arithmetic on base registers, and the loops' Rewind rules.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+from test_schedules_m4 import conv_graph, fc_graph
+
+from mcusim.isa.addresses import compile_program, expand
+from mcusim.isa.schedule import Block, Loop, Program, Rewind
+from mcusim.isa.timing import core_timing
+from mcusim.kernels.schedules import schedule_for
+
+X, Y, S, W, B, Q, SP = 0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x6000, 0x8000
+BASES = {
+    "input": X,
+    "output": Y,
+    "scratch": S,
+    "weights": W,
+    "bias": B,
+    "const": Q,
+    "stack": SP,
+}
+
+
+def streams(program: Program) -> dict[str, list[tuple[int, int, bool]]]:
+    out: dict[str, list] = defaultdict(list)
+    for _layer, _kind, tag, addr, nbytes, write, _n in expand(compile_program(program, BASES)):
+        out[tag].append((addr, nbytes, write))
+    return out
+
+
+def test_pointer_rules_on_a_handmade_loop():
+    # ldr [r0], #4 post-increments; ldr [r1, #8] is an offset; adds r1, #16 moves the
+    # weights pointer (r1 is a weights base in this block); ldrb [r0, r2] uses r2 = 100.
+    body = Block.asm(
+        """
+        ldr   r3, [r0], #4     {input}
+        ldr   r4, [r1, #8]     {weights}
+        adds  r1, #16
+        ldrb  r5, [r0, r2]     {input}
+        str   r4, [r6, #4]!    {output}
+        subs  ip, #1
+        bne   .L
+        """
+    )
+    prog = Program([Loop("l", 3, [body], regs={"r2": 100})])
+    s = streams(prog)
+    # input: X, X+4+100 ; X+4, X+8+100 ; X+8, X+12+100
+    assert [a for a, _, _ in s["input"]] == [X, X + 104, X + 4, X + 108, X + 8, X + 112]
+    # weights at ptr+8, ptr moves 16 per iteration
+    assert [a for a, _, _ in s["weights"]] == [W + 8, W + 24, W + 40]
+    # pre-indexed writeback: address ptr+4, pointer += 4
+    assert [a for a, _, _ in s["output"]] == [Y + 4, Y + 8, Y + 12]
+    # a Rewind(step=0) on the loop makes every iteration read the same weights
+    prog2 = Program([Loop("l", 3, [body], addr={"weights": Rewind(0)})])
+    assert [a for a, _, _ in streams(prog2)["weights"]] == [W + 8] * 3
+    # 2-D walk: 2 per row, 10 bytes then 100 more at each row end
+    r = Rewind(10, every=2, skip=100)
+    assert [r.offset(i) for i in range(5)] == [0, 10, 120, 130, 240]
+
+
+def test_conv_3x3_valid_stream():
+    """arm_convolve_s8 on a 4x4x4 input, 3x3 valid filter, 2 out channels -> 2x2 output."""
+    g, op = conv_graph(4, 4, 4, 2, 3, padding="valid")
+    p = schedule_for("armv7em-dsp", g, op)
+    assert p.kernel.startswith("arm_convolve_s8")
+    s = streams(p)
+    # im2col: output pixel (oy, ox) copies the 3x3 window row by row, 4 bytes (one word,
+    # c_in = 4) per tap from NHWC offset ((oy + r) * 4 + ox + c) * 4
+    want = [
+        X + ((oy + r) * 4 + ox + c) * 4
+        for oy in range(2)
+        for ox in range(2)
+        for r in range(3)
+        for c in range(3)
+    ]
+    assert [a for a, _, _ in s["input"]] == want
+    assert all(n == 4 and not w for _, n, w in s["input"])
+    # the int8 column of each pixel is written into the (reused) im2col buffer from its
+    # start: 9 word stores S, S+4, ..., S+32 per pixel
+    col_writes = [a for a, n, w in s["scratch"] if w and n == 4][:9]
+    assert col_writes == [S + 4 * t for t in range(9)]
+    # weights: 2 filters x 36 bytes; each pair of output pixels (2 pairs) reads both rows
+    # once, 8 bytes per step from the weights start (Rewind per column pair)
+    pair = [W + 4 * j for j in range(18)]
+    assert [a for a, _, _ in s["weights"]] == pair * 2
+    # bias: 2 words per pixel pair, from the start each time
+    assert [a for a, _, _ in s["bias"]] == [B, B + 4] * 2
+    # outputs of a pixel pair as the kernel stores them: r8 (pixel 0, ch 0), r9 (pixel 1,
+    # ch 0), r10 (pixel 0, ch 1), r11 (pixel 1, ch 1); pixel 1's outputs are one output
+    # row (2 channels) after pixel 0's; the next pair starts 2 rows on
+    want_out = [Y + 4 * p + d for p in range(2) for d in (0, 2, 1, 3)]
+    assert [(a, n, w) for a, n, w in s["output"]] == [(a, 1, True) for a in want_out]
+    # the stack is balanced: every push has its pop, every 'sub sp' its 'add sp'
+    cs = compile_program(p, BASES)
+    sp_touch = [a for _l, _k, tag, a, _n, _w, _r in expand(cs) if tag == "stack"]
+    assert min(sp_touch) >= SP - 256 and max(sp_touch) < SP + 256
+
+
+def test_conv_matmul_scratch_reads():
+    """arm_nn_mat_mult_kernel_s8_s16 reads both s16 columns per row pair: [r2], [r3],
+    [r2, #4], [r3, #4], then r2 += 8 and r3 += 8 (one scratch pointer moves 16)."""
+    g, op = conv_graph(4, 4, 4, 2, 3, padding="valid")
+    s = streams(schedule_for("armv7em-dsp", g, op))
+    reads = [a for a, n, w in s["scratch"] if not w and n == 4]
+    # im2col part first: 4 pixels x 9 words read back for the s8 -> s16 widening
+    mm = reads[4 * 9 :]
+    one_pair = [S + 16 * i + d for i in range(9) for d in (0, 0, 4, 4)]
+    assert mm == one_pair * 2
+
+
+def test_fc_stream():
+    """arm_fully_connected_s8 -> vec_mat_mult_t_s8: 8 inputs x 4 outputs, per-tensor."""
+    g, op = fc_graph(8, 4)
+    s = streams(schedule_for("armv7em-dsp", g, op))
+    # per row pair: input re-read from the start (2 words), weights of both rows read
+    # 4 bytes per row per step: W+16k + {0, 4, 8, 12}
+    assert [a for a, _, _ in s["input"]] == [X, X + 4] * 2
+    assert [a for a, _, _ in s["weights"]] == [W + 4 * i for i in range(8)]
+    assert [a for a, _, _ in s["bias"]] == [B + 4 * i for i in range(4)]
+    assert [(a, w) for a, _, w in s["output"]] == [(Y + i, True) for i in range(4)]
+
+
+def test_1x1_conv_stream():
+    """arm_convolve_1x1_s8_fast -> arm_nn_mat_mult_nt_t_s8 on 2x2 pixels, 4 in, 4 out
+    channels (2 channel pairs x 2 pixel pairs)."""
+    g, op = conv_graph(2, 2, 4, 4, 1, padding="valid")
+    p = schedule_for("armv7em-dsp", g, op)
+    assert p.kernel.startswith("arm_convolve_1x1_s8_fast")
+    s = streams(p)
+    # channel pair c (filters 2c, 2c+1 at W + 8c, W + 8c + 4): the weight sums read both
+    # rows byte by byte (ldrsb [r1], #1 then [r1, r2], r2 = rhs_cols - 1 after the
+    # post-increment), then each pixel pair reads them a word at a time (ldr [r1], #4 then
+    # [r1, r2], r2 = rhs_off0 = rhs_cols - 4)
+    w_want = []
+    for c in range(2):
+        w_want += [a for i in range(4) for a in (W + 8 * c + i, W + 8 * c + 4 + i)]
+        w_want += [W + 8 * c, W + 8 * c + 4] * 2
+    assert [a for a, _, _ in s["weights"]] == w_want
+    # pixel pair k: rows 2k, 2k+1 ([r0], #4 then [r0, r3], r3 = rhs_cols - 4); every
+    # channel pair re-reads all pixels
+    assert [a for a, _, _ in s["input"]] == [X, X + 4, X + 8, X + 12] * 2
+    # outputs: (row 2k, ch 2c), (2k, 2c+1), then the same channels one output row (4 B)
+    # further for row 2k+1
+    o_want = [Y + 8 * k + 2 * c + d for c in range(2) for k in range(2) for d in (0, 1, 4, 5)]
+    assert [a for a, _, _ in s["output"]] == o_want
+
+
+def test_annotations_do_not_change_timing():
+    """Address rules are for the cache model only: the M4 cycles are what they were
+    without them (the annotated conv against the same loops stripped of annotations)."""
+    g, op = conv_graph(6, 6, 8, 4, 3)
+    p = schedule_for("armv7em-dsp", g, op)
+
+    def strip(items):
+        out = []
+        for it in items:
+            out.append(Loop(it.name, it.count, strip(it.body)) if isinstance(it, Loop) else it)
+        return out
+
+    m4 = core_timing("cortex-m4")
+    assert m4.time(p).cycles == m4.time(Program(strip(p.items))).cycles
+
+
+def test_code_layout_blocks_once():
+    """Every distinct Block gets one code address: a block run twice fetches the same
+    bytes; consecutive distinct blocks follow each other."""
+    a = Block.asm("adds r0, #1\nadds r1, #1", "a")
+    b = Block.asm("ldr r2, [r3], #4 {input}\nsubs ip, #1\nbne .L", "b")
+    prog = Program([a, Loop("l", 2, [b]), a])
+    cs = compile_program(prog, BASES)
+    fx = expand(cs, fetch=True)
+    fetches = [(a, n) for _l, kind, _t, a, n, _w, _r in fx if kind == "fetch"]
+    base = int(cs.blk_code[0, 0])
+    # a: two 16-bit adds (4 B); b: 32-bit post-indexed ldr, 32-bit subs (ip is a high
+    # register), 16-bit bne (10 B)
+    assert fetches == [(base, 4), (base + 4, 10), (base + 4, 10), (base, 4)]
+    assert cs.code_bytes == 14
+
+
+def _layer(kind):
+    from test_schedules_m4 import _unary_graph
+
+    from mcusim.ops import Pool2DAttrs, SoftmaxAttrs
+
+    pool = Pool2DAttrs((2, 2), (2, 2), "valid", "none")
+    return {
+        "conv3x3_same": lambda: conv_graph(9, 9, 8, 6, 3),
+        "conv1x1_odd": lambda: conv_graph(5, 5, 8, 7, 1, padding="valid"),
+        "conv1x1_stride2": lambda: conv_graph(6, 6, 8, 6, 1, stride=2, padding="valid"),
+        "dw3x3": lambda: conv_graph(7, 7, 10, 10, 3, depthwise=True),
+        "dw3x3_stride2": lambda: conv_graph(8, 8, 8, 8, 3, stride=2, depthwise=True),
+        "dw5x5_opt": lambda: conv_graph(7, 7, 6, 6, 5, depthwise=True),
+        "dw_mult4": lambda: conv_graph(6, 6, 3, 12, 3, depthwise=True, mult=4),
+        "dw_mult2": lambda: conv_graph(6, 6, 3, 6, 3, depthwise=True, mult=2),
+        "fc_batch3": lambda: fc_graph(16, 4, batch=3),
+        "avg_pool": lambda: _unary_graph("avg_pool2d", (1, 6, 6, 8), (1, 3, 3, 8), pool),
+        "max_pool": lambda: _unary_graph("max_pool2d", (1, 6, 6, 8), (1, 3, 3, 8), pool),
+        "softmax": lambda: _unary_graph("softmax", (1, 3, 10), (1, 3, 10), SoftmaxAttrs(1.0)),
+    }[kind]()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "conv3x3_same",
+        "conv1x1_odd",
+        "conv1x1_stride2",
+        "dw3x3",
+        "dw3x3_stride2",
+        "dw5x5_opt",
+        "dw_mult4",
+        "dw_mult2",
+        "fc_batch3",
+        "avg_pool",
+        "max_pool",
+        "softmax",
+    ],
+)
+def test_streams_stay_inside_their_buffers(kind):
+    """The address rules keep every access of these kernels inside the tensor it belongs
+    to, and every input, output and weight byte is touched (a 1x1 conv of stride 2 reads
+    one pixel in four)."""
+    g, op = _layer(kind)
+    s = streams(schedule_for("armv7em-dsp", g, op))
+    size = {"input": g.tensor(op.inputs[0]).nbytes, "output": g.tensor(op.outputs[0]).nbytes}
+    if len(op.inputs) > 1:
+        size["weights"] = g.tensor(op.inputs[1]).nbytes
+    for tag, n in size.items():
+        base = BASES[tag]
+        addrs = [(a, nb) for a, nb, _ in s[tag]]
+        assert addrs, tag
+        assert all(base <= a and a + nb <= base + n for a, nb in addrs), (tag, addrs[:5])
+        touched = {a + i for a, nb in addrs for i in range(nb)}
+        want = n // 4 if (kind, tag) == ("conv1x1_stride2", "input") else n
+        assert len(touched) == want, tag
