@@ -134,12 +134,32 @@ def device_from_dict(data: dict[str, Any], origin: str) -> Device:
         acc_t = r.table("accelerator", None)
         acc = None
         if acc_t is not None:
+            unified = acc_t.get("unified", bool, False)
+            icache_lines = acc_t.non_negative("icache_lines", int, 0)
+            dcache_lines = acc_t.non_negative("dcache_lines", int, icache_lines if unified else 0)
             acc = FlashAccelerator(
                 line_bytes=acc_t.positive("line_bytes"),
-                icache_lines=acc_t.non_negative("icache_lines", int, 0),
-                dcache_lines=acc_t.non_negative("dcache_lines", int, 0),
+                icache_lines=icache_lines,
+                dcache_lines=dcache_lines,
                 prefetch=acc_t.get("prefetch", bool, False),
+                ways=acc_t.non_negative("ways", int, 0),
+                unified=unified,
             )
+            for lines_key in ("icache_lines", "dcache_lines"):
+                n_lines = getattr(acc, lines_key)
+                if (
+                    acc.ways
+                    and n_lines
+                    and (n_lines % acc.ways or (n_lines // acc.ways) & (n_lines // acc.ways - 1))
+                ):
+                    raise acc_t._err(
+                        lines_key,
+                        f"{n_lines} lines do not form power-of-two sets of {acc.ways} ways",
+                    )
+            if acc.unified and acc.dcache_lines != acc.icache_lines:
+                raise acc_t._err(
+                    "dcache_lines", "a unified accelerator has one set of lines: give icache_lines"
+                )
         memories.append(
             Memory(
                 name=r.get("name", str),

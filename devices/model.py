@@ -20,6 +20,8 @@ class FlashAccelerator:
     icache_lines: int = 0
     dcache_lines: int = 0
     prefetch: bool = False
+    ways: int = 0  # associativity of its caches; 0 = fully associative
+    unified: bool = False  # one set of lines serves both reads (dcache_lines == icache_lines)
 
     @property
     def icache_bytes(self) -> int:

@@ -80,6 +80,12 @@ class CacheConfig:
     def fully_associative(cls, lines: int, line_bytes: int) -> CacheConfig:
         return cls(lines * line_bytes, lines, line_bytes, "lru", False, False)
 
+    @classmethod
+    def accelerator(cls, lines: int, acc) -> CacheConfig:
+        """A flash accelerator's read cache: ``acc.ways``-way LRU (0 = fully associative)."""
+        ways = acc.ways or lines
+        return cls(lines * acc.line_bytes, ways, acc.line_bytes, "lru", False, False)
+
 
 class CacheState:
     """Flat arrays holding several caches' contents (numba-friendly)."""
@@ -479,15 +485,21 @@ def simulate(
         l1d[i] = bool(m.cached and dcache is not None)
         l1i[i] = bool(m.cached and icache is not None)
         acc = m.accelerator
-        if acc is not None:
+        if acc is not None and acc.unified and acc.icache_lines:
+            # one set of lines answers both instruction and data reads
+            accd[i] = acci[i] = len(configs)
+            configs.append(CacheConfig.accelerator(acc.icache_lines, acc))
+            names.append(_level_name(names, "flash_accel_u", m.name))
+            owner[names[-1]] = m.name
+        elif acc is not None:
             if acc.dcache_lines:
                 accd[i] = len(configs)
-                configs.append(CacheConfig.fully_associative(acc.dcache_lines, acc.line_bytes))
+                configs.append(CacheConfig.accelerator(acc.dcache_lines, acc))
                 names.append(_level_name(names, "flash_accel_d", m.name))
                 owner[names[-1]] = m.name
             if acc.icache_lines:
                 acci[i] = len(configs)
-                configs.append(CacheConfig.fully_associative(acc.icache_lines, acc.line_bytes))
+                configs.append(CacheConfig.accelerator(acc.icache_lines, acc))
                 names.append(_level_name(names, "flash_accel_i", m.name))
                 owner[names[-1]] = m.name
     # first level each access goes to: route_d[mem, is_write], route_i[mem] (-1: none);

@@ -245,7 +245,7 @@ def _layer_cost_sim(
     # flash accelerator misses: data and instruction side (prefetch hides half of each
     # sequential instruction miss)
     for name, st in cache.levels.items():
-        if not name.endswith(("accel_d", "accel_i")) or not st["misses"]:
+        if not name.endswith(("accel_d", "accel_i", "accel_u")) or not st["misses"]:
             continue
         owner = cache.level_memory.get(name)
         mem = device.memory(owner) if owner else _accel_memory(device, name)

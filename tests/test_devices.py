@@ -154,3 +154,33 @@ def test_placement_override_moves_roles(tmp_path):
         d.with_placement({"arena": "dtcm"})
     with pytest.raises(DeviceError, match="unknown placement role 'weights'"):
         d.with_placement({"weights": "sram"})
+
+
+ACCEL = GOOD.replace(
+    "write_pj_per_byte = 0.0\n",
+    "write_pj_per_byte = 0.0\n[memory.accelerator]\nline_bytes = 16\nicache_lines = 512\n"
+    "ways = 2\nunified = true\n",
+    1,
+)
+
+
+def test_unified_set_associative_flash_cache(tmp_path):
+    from mcusim.cache import CacheConfig
+
+    acc = load_device(_write(tmp_path, ACCEL)).memory("flash").accelerator
+    assert (acc.ways, acc.unified, acc.icache_lines, acc.dcache_lines) == (2, True, 512, 512)
+    c = CacheConfig.accelerator(acc.icache_lines, acc)
+    assert (c.ways, c.sets, c.size) == (2, 256, 8192)  # 512 lines of 16 B in 256 sets x 2 ways
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (("ways = 2", "ways = 3"), "accelerator.icache_lines': 512 lines are not power-of-two"),
+        (("unified = true", "unified = true\ndcache_lines = 8"), "a unified accelerator"),
+    ],
+)
+def test_bad_flash_cache(tmp_path, edit, fragment):
+    with pytest.raises(DeviceError) as e:
+        load_device(_write(tmp_path, ACCEL.replace(*edit)))
+    assert fragment in str(e.value)
