@@ -176,7 +176,7 @@ def test_unified_set_associative_flash_cache(tmp_path):
 @pytest.mark.parametrize(
     "edit, fragment",
     [
-        (("ways = 2", "ways = 3"), "accelerator.icache_lines': 512 lines are not power-of-two"),
+        (("ways = 2", "ways = 3"), "accelerator.icache_lines': 512 lines do not form power-of-two"),
         (("unified = true", "unified = true\ndcache_lines = 8"), "a unified accelerator"),
     ],
 )
