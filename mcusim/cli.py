@@ -22,6 +22,12 @@ def _fmt_bytes(n: int) -> str:
     return f"{n:,}" if n else "-"
 
 
+def _hit_rate(stats: dict | None) -> str:
+    if not stats or not (stats["hits"] + stats["misses"]):
+        return "-"
+    return f"{100.0 * stats['hits'] / (stats['hits'] + stats['misses']):.1f}"
+
+
 def _short_name(name: str, width: int = 28) -> str:
     """A readable layer label: TFLite names join many scopes with ';', keep the first."""
     first = name.split(";")[0]
@@ -35,7 +41,7 @@ def _console():
 
     probe = Console()
     # never squeeze columns into ellipses: wide enough for the table when piped or narrow
-    return Console(highlight=False, width=max(probe.width, 220), soft_wrap=False)
+    return Console(highlight=False, width=max(probe.width, 320), soft_wrap=False)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -60,7 +66,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         model, device=args.device, inputs=inputs, seed=args.seed, placement=placement or None
     )
     dev = mcusim.load_device(args.device)
-    mems = [m.name for m in dev.memories]
+    tot = result.traffic_totals()
+    # memories this run touched, in device order; cache levels it simulated
+    mems = [m.name for m in dev.memories if m.name in tot]
+    levels = list(dict.fromkeys(k for r in result.layers for k in (r.cache or {})))
 
     from rich.table import Table
 
@@ -81,6 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for m in mems:
         table.add_column(f"{m} R", justify="right")
         table.add_column(f"{m} W", justify="right")
+    for lv in levels:
+        table.add_column(f"{lv} hit%", justify="right")
     table.add_column("energy µJ", justify="right")
     for r in result.layers:
         row = [
@@ -98,9 +109,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         for m in mems:
             rw = r.traffic.get(m, {})
             row += [_fmt_bytes(rw.get("read", 0)), _fmt_bytes(rw.get("write", 0))]
+        row += [_hit_rate((r.cache or {}).get(lv)) for lv in levels]
         row.append(f"{r.energy_j * 1e6:,.2f}")
         table.add_row(*row)
-    tot = result.traffic_totals()
     row = [
         "",
         "total",
@@ -118,6 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             _fmt_bytes(tot.get(m, {}).get("read", 0)),
             _fmt_bytes(tot.get(m, {}).get("write", 0)),
         ]
+    cache_tot = result.totals().get("cache") or {}
+    row += [_hit_rate(cache_tot.get(lv)) for lv in levels]
     row.append(f"{result.energy_j * 1e6:,.2f}")
     table.add_row(*row, style="bold")
     con = _console()

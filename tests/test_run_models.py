@@ -77,3 +77,20 @@ def test_qnn_runs_identically(tmp_path, models, name):
         assert np.array_equal(x, y)
     da, db = a.to_dict(), b.to_dict()
     assert da["layers"] == db["layers"] and da["totals"] == db["totals"]
+
+
+ALL_DEVICES = mcusim.bundled_devices()
+
+
+@pytest.mark.parametrize("device", ALL_DEVICES)
+def test_every_bundled_device_runs_every_model_bit_exact(models, device):
+    """Outputs never depend on the core: every device gives the reference outputs."""
+    dev = mcusim.load_device(device)
+    for name, m in models.items():
+        ref = mcusim.run(m, device="stm32l4r5", seed=2)
+        r = mcusim.run(m, device=dev, seed=2)
+        for x, y in zip(ref.outputs, r.outputs, strict=True):
+            assert np.array_equal(x, y), f"{name} on {device}"
+        assert all(layer.cycles > 0 and layer.energy_j > 0 for layer in r.layers), name
+        assert all(layer.engine == f"cpu:{dev.core.name}" for layer in r.layers)
+        assert r.peak_ram_bytes <= dev.memory_for("arena").size

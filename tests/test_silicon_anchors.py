@@ -11,7 +11,7 @@ throughput" in closed/<submitter>/results/<system>/<benchmark>/performance/resul
   CMSIS-NN kernels, mbed-os, GCC 6: kws 5.497, vww 1.665, ic 1.420, ad 99.487 inferences/s.
 
 mcusim models today's CMSIS-NN; the 2020 kernels were about twice as slow, so the band
-is asserted against the CMSIS-NN microTVM numbers. The model currently predicts 0.77-0.83
+is asserted against the CMSIS-NN microTVM numbers. The model currently predicts 0.78-0.84
 of those latencies (it is optimistic: see README "Validation"); the band below catches a
 timing model that drifts further from silicon in either direction.
 """
