@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import GraphError
 from .graph import Graph, Op, Tensor
-from .ops import ACTIVATIONS, PADDINGS, StridedSliceAttrs, conv_output_size
+from .ops import ACTIVATIONS, PADDINGS, REQUANT_MODES, StridedSliceAttrs, conv_output_size
 
 Check = Callable[[Graph, Op], None]
 _CHECKS: dict[str, Check] = {}
@@ -130,6 +130,35 @@ def _register(*kinds: str):
 
 
 # -- convolutions and matrix products ---------------------------------------------------
+def _requant(graph: Graph, op: Op, y: Tensor, n_out: int) -> None:
+    """docs/precision.md section 2: fixed-point requantization or per-channel thresholds."""
+    mode = op.attrs.requant
+    if mode not in REQUANT_MODES:
+        _fail(op, f"requant mode {mode!r} is not one of {REQUANT_MODES}")
+    t = _in(graph, op, 3)
+    if mode == "fixed_point":
+        if t is not None:
+            _fail(op, "a thresholds input needs requant='thresholds'")
+        if y.dtype.binary:
+            _fail(op, "a binary output needs requant='thresholds' (docs/precision.md 2.2)")
+        return
+    if t is None or t.data is None:
+        _fail(op, "requant='thresholds' needs a constant thresholds input (4th input)")
+    if y.dtype.is_float or y.dtype.bits > 4:
+        _fail(op, f"thresholds give outputs of at most 4 bits, output is {y.dtype}")
+    if op.attrs.activation != "none":
+        _fail(op, "fold the fused activation into the thresholds (requant='thresholds')")
+    levels = 1 if y.dtype.binary else (1 << y.dtype.bits) - 1
+    if tuple(t.shape) != (n_out, levels):
+        _fail(
+            op,
+            f"thresholds {t.name!r} have shape {_shape(t)}, expected [{n_out}, {levels}] "
+            f"for a {y.dtype} output",
+        )
+    if levels > 1 and np.any(np.diff(t.data.astype(np.int64), axis=1) < 0):
+        _fail(op, f"thresholds {t.name!r}: every row must be non-decreasing")
+
+
 @_register("conv2d")
 def _check_conv2d(graph: Graph, op: Op) -> None:
     a = op.attrs
@@ -156,6 +185,7 @@ def _check_conv2d(graph: Graph, op: Op) -> None:
     _bias(op, b, o)
     _weight_quant(op, w, 0, o)
     _float_match(op, x, y)
+    _requant(graph, op, y, o)
 
 
 @_register("depthwise_conv2d")
@@ -187,6 +217,7 @@ def _check_depthwise(graph: Graph, op: Op) -> None:
     _bias(op, b, oc)
     _weight_quant(op, w, 3, oc)
     _float_match(op, x, y)
+    _requant(graph, op, y, oc)
 
 
 @_register("fully_connected")
@@ -219,6 +250,7 @@ def _check_fully_connected(graph: Graph, op: Op) -> None:
     _bias(op, b, n_out)
     _weight_quant(op, w, 0, n_out)
     _float_match(op, x, y)
+    _requant(graph, op, y, n_out)
 
 
 @_register("avg_pool2d", "max_pool2d")

@@ -24,12 +24,16 @@ class NoAttrs:
     pass
 
 
+REQUANT_MODES = ("fixed_point", "thresholds")  # docs/precision.md section 2
+
+
 @dataclass(frozen=True)
 class Conv2DAttrs:
     stride: tuple[int, int] = (1, 1)
     dilation: tuple[int, int] = (1, 1)
     padding: str = "valid"
     activation: str = "none"
+    requant: str = "fixed_point"
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,14 @@ class DepthwiseConv2DAttrs:
     padding: str = "valid"
     activation: str = "none"
     depth_multiplier: int = 1
+    requant: str = "fixed_point"
 
 
 @dataclass(frozen=True)
 class FullyConnectedAttrs:
     activation: str = "none"
     keep_num_dims: bool = False
+    requant: str = "fixed_point"
 
 
 @dataclass(frozen=True)
@@ -138,9 +144,10 @@ def conv_padding(in_size: int, k: int, stride: int, dilation: int, out_size: int
 
 # Shape checks live in graph_checks.py to keep this file a catalogue.
 for _kind, _attrs, _n, _doc, _w in [
-    ("conv2d", Conv2DAttrs, (2, 3), "2-D convolution, NHWC input, OHWI weights, int32 bias", True),
-    ("depthwise_conv2d", DepthwiseConv2DAttrs, (2, 3), "depthwise conv, 1HW(C*M) weights", True),
-    ("fully_connected", FullyConnectedAttrs, (2, 3), "y = x W^T + b, W is (out, in)", True),
+    # MAC ops: inputs x, weights, bias ("" if absent), thresholds (requant="thresholds" only)
+    ("conv2d", Conv2DAttrs, (2, 4), "2-D convolution, NHWC input, OHWI weights, int32 bias", True),
+    ("depthwise_conv2d", DepthwiseConv2DAttrs, (2, 4), "depthwise conv, 1HW(C*M) weights", True),
+    ("fully_connected", FullyConnectedAttrs, (2, 4), "y = x W^T + b, W is (out, in)", True),
     ("avg_pool2d", Pool2DAttrs, (1, 1), "average pooling (TFLite rounding)", False),
     ("max_pool2d", Pool2DAttrs, (1, 1), "max pooling", False),
     ("add", ElementwiseAttrs, (2, 2), "broadcasting add with requantization", False),

@@ -332,7 +332,8 @@ def test_container_layout() -> None:
     assert m["mcusim_version"] == mcusim.__version__
     conv = next(o for o in m["graph"]["ops"] if o["name"] == "conv")
     assert conv["attrs"] == {
-        "stride": [2, 2], "dilation": [1, 1], "padding": "same", "activation": "relu6"
+        "stride": [2, 2], "dilation": [1, 1], "padding": "same", "activation": "relu6",
+        "requant": "fixed_point",
     }  # fmt: skip
     assert (conv["precision"], conv["placement"], conv["source_index"]) == ("W8A8", "cpu", 0)
     w = _tensor_entry(m, "dw/weights")
