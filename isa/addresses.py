@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .asm import SP, STREAM_TAGS, Instr, _reg, _split_operands
+from .riscv_asm import SP as RV_SP
+from .riscv_asm import rv_reg
 from .schedule import Block, Loop, Program, Rewind
 
 TAG_INDEX = {t: i for i, t in enumerate(STREAM_TAGS)}
@@ -93,14 +95,42 @@ def _mem_offset_reg_shift(ins: Instr) -> int:
     return int(m.group(1)) if m else 0
 
 
+_RV_MOVE = frozenset(("addi", "add", "sub"))
+
+
+def _rv_move(ins: Instr, rd: int, regs: dict[int, int]) -> int | None:
+    """Pointer delta of a RISC-V ``addi rd, rd, imm`` / ``add|sub rd, rd, rs`` (rs known)."""
+    ops = [o.strip() for o in ins.text.partition(" ")[2].split(",")]
+    if len(ops) == 3 and rv_reg(ops[1]) == rd:
+        tok = ops[2]
+    elif len(ops) == 2:  # c.addi rd, imm / c.add rd, rs
+        tok = ops[1]
+    else:
+        return None
+    r = rv_reg(tok)
+    if r is not None:
+        v = regs.get(r)
+    else:
+        try:
+            v = int(tok, 0)
+        except ValueError:
+            return None
+    if v is None:
+        return None
+    return -v if ins.mnemonic == "sub" else v
+
+
 def block_events(block: Block, regs: dict[int, int]) -> list[tuple[int, int, int, int, int, int]]:
-    """The access/pointer events of one execution of ``block`` given register values."""
+    """The access/pointer events of one execution of ``block`` given register values.
+    RISC-V blocks (``getattr(block, "isa", "") == "riscv"``, isa/riscv_asm.py) have no
+    literal loads, their stack pointer is x2 and their pointer moves are addi/add/sub."""
+    rv = getattr(block, "isa", "") == "riscv"
     base_tag: dict[int, int] = {}
     for ins in block.instrs:
         m = ins.mem
-        if m is not None and ins.tag is not None and not m.literal:
+        if m is not None and ins.tag is not None and (rv or not m.literal):
             base_tag.setdefault(m.base, TAG_INDEX[ins.tag])
-    base_tag[SP] = STACK
+    base_tag[RV_SP if rv else SP] = STACK
     out: list[tuple[int, int, int, int, int, int]] = []
     for ins in block.instrs:
         m = ins.mem
@@ -109,7 +139,7 @@ def block_events(block: Block, regs: dict[int, int]) -> list[tuple[int, int, int
             nbytes, nregs = m.nbytes, m.nregs
             write = 0 if m.is_load else 1
             mn = ins.mnemonic
-            if m.literal:
+            if m.literal and not rv:
                 out.append((tag, 0, nbytes, nregs, write, 0))
                 continue
             if mn in ("push", "vpush") or mn.endswith("db"):
@@ -131,6 +161,12 @@ def block_events(block: Block, regs: dict[int, int]) -> list[tuple[int, int, int
             else:
                 off = int((m.imm if m.offset_reg is None else roff) or 0)
                 out.append((tag, off, nbytes, nregs, write, off if m.writeback else 0))
+            continue
+        if rv:
+            if ins.mnemonic in _RV_MOVE and ins.dests and ins.dests[0] in base_tag:
+                v = _rv_move(ins, ins.dests[0], regs)
+                if v is not None:
+                    out.append((base_tag[ins.dests[0]], 0, 0, 0, 0, int(v)))
             continue
         if not ins.dests or not _ALU_MOVE.match(ins.mnemonic + ("s" if ins.setflags else "")):
             continue
@@ -160,6 +196,8 @@ def _regs_map(d: dict) -> dict[int, int]:
     out = {}
     for k, v in d.items():
         r = _reg(str(k))
+        if r is None:
+            r = rv_reg(str(k))  # RISC-V names (a2, x12, t0, ...)
         if r is None:
             raise ValueError(f"address annotation: {k!r} is not a register")
         out[r] = int(v)

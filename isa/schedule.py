@@ -52,6 +52,13 @@ class Block:
     def asm(cls, text: str, name: str = "", shared: bool = False) -> Block:
         return cls(parse(text, name or "block", True), name, shared)
 
+    @classmethod
+    def rv(cls, text: str, name: str = "", shared: bool = False, rvc: bool = True) -> Block:
+        """A block of RISC-V (RV32IMC + XpulpV2/XpulpNN) assembly; see isa/riscv_asm.py."""
+        from .riscv_asm import rv_block
+
+        return rv_block(text, name, shared, rvc)
+
     @cached_property
     def traffic(self) -> np.ndarray:
         return _traffic(self.instrs)

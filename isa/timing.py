@@ -139,6 +139,9 @@ _FACTORIES: dict[str, str] = {
     "cortex-m0plus": "mcusim.isa.cortex_m0plus:CortexM0PlusTiming",
     "cortex-m55": "mcusim.isa.cortex_m55:CortexM55Timing",
     "cortex-m85": "mcusim.isa.cortex_m85:CortexM85Timing",
+    "ri5cy": "mcusim.isa.ri5cy:RI5CYTiming",
+    "cv32e40p": "mcusim.isa.ri5cy:RI5CYTiming",
+    "xpulpnn": "mcusim.isa.ri5cy:XpulpNNTiming",
 }
 
 
