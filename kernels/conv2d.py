@@ -34,6 +34,7 @@ from mcusim.dtypes import INT8, INT32
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op, Tensor
 from mcusim.ops import conv_output_size, conv_padding
+from mcusim.precision import needs_generic_kernel
 
 from .fixedpoint import mbqm, quantize_multipliers
 from .quant_params import activation_range
@@ -203,6 +204,10 @@ def choose_path(k: int, n_pixels: int) -> str:
 
 
 def prepare(graph: Graph, op: Op) -> Conv2DParams:
+    if needs_generic_kernel(graph, op):  # sub-byte / binary / uint8 / thresholds
+        from . import subbyte
+
+        return subbyte.prepare_conv2d(graph, op)
     a = op.attrs
     x = graph.tensors[op.inputs[0]]
     w = graph.tensors[op.inputs[1]]
@@ -380,6 +385,10 @@ def lanes_acc_int32(cols_t, w, groups, bias):
 
 
 def compute(p: Conv2DParams, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    if not isinstance(p, Conv2DParams):  # prepared by kernels/subbyte.py
+        from . import subbyte
+
+        return subbyte.compute(p, inputs)
     x = np.ascontiguousarray(inputs[0])
     n_b, h, w, cin = x.shape
     pointwise = p.kernel == (1, 1) and p.stride == (1, 1) and p.groups == 1

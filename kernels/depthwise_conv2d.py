@@ -23,6 +23,7 @@ from numba import njit
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op
 from mcusim.ops import conv_output_size, conv_padding
+from mcusim.precision import needs_generic_kernel
 
 from .conv2d import (
     check_bias,
@@ -81,6 +82,10 @@ class DepthwiseParams:
 
 
 def prepare(graph: Graph, op: Op) -> DepthwiseParams:
+    if needs_generic_kernel(graph, op):  # sub-byte / binary / uint8 / thresholds
+        from . import subbyte
+
+        return subbyte.prepare_depthwise_conv2d(graph, op)
     a = op.attrs
     x = graph.tensors[op.inputs[0]]
     w = graph.tensors[op.inputs[1]]
@@ -216,6 +221,10 @@ def depthwise_planar_acc(xt, w, bias, in_zp, n_b, h, wd, geom, dm):
 
 
 def compute(p: DepthwiseParams, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    if not isinstance(p, DepthwiseParams):  # prepared by kernels/subbyte.py
+        from . import subbyte
+
+        return subbyte.compute(p, inputs)
     x = np.ascontiguousarray(inputs[0])
     dm = p.depth_multiplier
     if p.path == "lanes":  # a grouped convolution: one group per input channel

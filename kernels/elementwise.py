@@ -22,6 +22,7 @@ from numba import njit
 
 from mcusim.dtypes import INT8
 from mcusim.errors import GraphError, UnsupportedOpError
+from mcusim.precision import needs_generic_kernel
 
 from .fixedpoint import mbqm, wrap32
 from .fixedpoint import quantize_multiplier as _quantize_multiplier
@@ -130,6 +131,10 @@ def _zp(t) -> int:
 
 
 def add_sub_prepare(graph, op) -> BinaryParams:
+    if op.kind == "add" and needs_generic_kernel(graph, op):  # sub-byte / uint8 add
+        from . import subbyte
+
+        return subbyte.prepare_add(graph, op)
     (t1, t2), tout, consts = _operands(graph, op)
     s1, s2, so = _scale(t1), _scale(t2), _scale(tout)
     # Double precision for both ADD and SUB: this is what the tflite-micro interpreter
@@ -176,6 +181,10 @@ def _flat_operands(params: BinaryParams, inputs: list[np.ndarray]) -> tuple[np.n
 
 
 def add_sub_compute(params: BinaryParams, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    if not isinstance(params, BinaryParams):  # prepared by kernels/subbyte.py
+        from . import subbyte
+
+        return subbyte.compute(params, inputs)
     a, b = _flat_operands(params, inputs)
     return [add_sub_flat(a, b, *params.ints).reshape(params.out_shape)]
 

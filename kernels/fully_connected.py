@@ -21,6 +21,7 @@ from numba import njit
 
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op
+from mcusim.precision import needs_generic_kernel
 
 from .conv2d import (
     check_bias,
@@ -61,6 +62,10 @@ def per_tensor_fc_multiplier(
 
 
 def prepare(graph: Graph, op: Op) -> FullyConnectedParams:
+    if needs_generic_kernel(graph, op):  # sub-byte / binary / uint8 / thresholds
+        from . import subbyte
+
+        return subbyte.prepare_fully_connected(graph, op)
     a = op.attrs
     x = graph.tensors[op.inputs[0]]
     w = graph.tensors[op.inputs[1]]
@@ -118,6 +123,10 @@ def fully_connected_int8(x2, w, bias, mult, shift, out_zp, lo, hi):
 
 
 def compute(p: FullyConnectedParams, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    if not isinstance(p, FullyConnectedParams):  # prepared by kernels/subbyte.py
+        from . import subbyte
+
+        return subbyte.compute(p, inputs)
     k = p.weights.shape[1]
     x2 = np.ascontiguousarray(inputs[0]).reshape(-1, k)
     out = fully_connected_int8(

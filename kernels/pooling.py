@@ -18,6 +18,7 @@ from mcusim.dtypes import INT8, INT16
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op
 from mcusim.ops import conv_output_size, conv_padding
+from mcusim.precision import needs_generic_kernel
 
 from .quant_params import activation_range
 from .registry import KernelDef, register
@@ -35,6 +36,10 @@ class PoolParams:
 
 
 def prepare(graph: Graph, op: Op) -> PoolParams:
+    if needs_generic_kernel(graph, op):  # sub-byte / binary / uint8 / thresholds
+        from . import subbyte
+
+        return subbyte.prepare_pool(graph, op)
     a = op.attrs
     x = graph.tensors[op.inputs[0]]
     y = graph.tensors[op.outputs[0]]
@@ -123,6 +128,10 @@ def max_pool(x, fh, fw, sh, sw, ph, pw, oh, ow, lo, hi, lowest):
 
 
 def _run(fn, p: PoolParams, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    if not isinstance(p, PoolParams):  # prepared by kernels/subbyte.py
+        from . import subbyte
+
+        return subbyte.compute(p, inputs)
     (fh, fw), (sh, sw), (ph, pw) = p.filter, p.stride, p.pad
     x = np.ascontiguousarray(inputs[0])
     oh, ow = p.out_shape[1], p.out_shape[2]

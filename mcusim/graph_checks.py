@@ -148,6 +148,8 @@ def _requant(graph: Graph, op: Op, y: Tensor, n_out: int) -> None:
         _fail(op, f"thresholds give outputs of at most 4 bits, output is {y.dtype}")
     if op.attrs.activation != "none":
         _fail(op, "fold the fused activation into the thresholds (requant='thresholds')")
+    if t.dtype.is_float or t.dtype.bits != 32 or not t.dtype.signed:
+        _fail(op, f"thresholds {t.name!r} are {t.dtype}, expected int32")
     levels = 1 if y.dtype.binary else (1 << y.dtype.bits) - 1
     if tuple(t.shape) != (n_out, levels):
         _fail(
