@@ -29,6 +29,28 @@ def check_op(graph: Graph, op: Op) -> None:
     check = _CHECKS.get(op.kind)
     if check is not None:
         check(graph, op)
+    _sub_byte_support(graph, op)
+
+
+# ops that compute at sub-byte / binary precision (docs/precision.md section 3); reshapes
+# only move data
+SUB_BYTE_KINDS = frozenset(
+    ("conv2d", "depthwise_conv2d", "fully_connected", "avg_pool2d", "max_pool2d", "add",
+     "reshape", "squeeze")
+)  # fmt: skip
+
+
+def _sub_byte_support(graph: Graph, op: Op) -> None:
+    if op.kind in SUB_BYTE_KINDS:
+        return
+    for n in list(op.inputs) + list(op.outputs):
+        t = graph.tensors[n] if n else None
+        if t is not None and not t.dtype.is_float and (t.dtype.bits < 8 or t.dtype.binary):
+            _fail(
+                op,
+                f"{op.kind} runs at 8 bits or more; tensor {t.name!r} is {t.dtype} "
+                "(docs/precision.md section 3)",
+            )
 
 
 def strided_slice_shape(attrs: StridedSliceAttrs) -> tuple[int, ...]:

@@ -20,7 +20,7 @@ import pytest
 
 from mcusim import qnn
 from mcusim.dtypes import INT8, INT32, ElemType, Quant, elem_type
-from mcusim.errors import UnsupportedOpError
+from mcusim.errors import GraphError, UnsupportedOpError
 from mcusim.graph import Graph, Op, Tensor
 from mcusim.kernels import binary, subbyte
 from mcusim.kernels import conv2d as k_conv
@@ -767,10 +767,8 @@ def test_refusals():
     layer.graph.tensors["y"] = Tensor("y", layer.graph.tensors["y"].shape, b, q(1.0))
     with pytest.raises(UnsupportedOpError, match="binary output needs requant='thresholds'"):
         _prepare(layer.graph)
-    # sub requests on sub-byte tensors stay INT8-only
+    # sub on sub-byte tensors stays INT8-only: refused when the graph is validated
     tensors = {n: Tensor(n, (1, 4), t4, q(0.1)) for n in ("a", "c", "y")}
-    g = Graph(
-        tensors, [Op("sub", "sb", ["a", "c"], ["y"], ElementwiseAttrs())], ["a", "c"], ["y"]
-    ).validate()
-    with pytest.raises(UnsupportedOpError, match="sb"):
-        _prepare(g)
+    g = Graph(tensors, [Op("sub", "sb", ["a", "c"], ["y"], ElementwiseAttrs())], ["a", "c"], ["y"])
+    with pytest.raises(GraphError, match=r"layer sb \(sub\): sub runs at 8 bits"):
+        g.validate()

@@ -161,3 +161,21 @@ def test_packing_helpers_follow_qnn_format():
     assert pack_rows(np.array([[-1, 1, 0, -2]], np.int8), elem_type("int2"), 8).tolist() == [
         [0b10_00_01_11]
     ]
+
+
+def test_other_ops_refuse_sub_byte_tensors():
+    from mcusim.dtypes import INT8, Quant, elem_type
+    from mcusim.errors import GraphError
+    from mcusim.graph import Graph, Op, Tensor
+    from mcusim.ops import SoftmaxAttrs
+
+    q = Quant(np.array([0.1], np.float32), np.array([0]))
+    t = {
+        "x": Tensor("x", (1, 8), elem_type("int4"), q),
+        "y": Tensor("y", (1, 8), INT8, Quant(np.array([1 / 256], np.float32), np.array([-128]))),
+    }
+    g = Graph(t, [Op("softmax", "sm", ["x"], ["y"], SoftmaxAttrs())], ["x"], ["y"])
+    with pytest.raises(
+        GraphError, match=r"layer sm \(softmax\): softmax runs at 8 bits.*'x' is int4"
+    ):
+        g.validate()
