@@ -217,6 +217,56 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    import mcusim
+    from mcusim import qnn
+    from mcusim.quantize import format_sqnr, requantize
+
+    bits: dict[str, str] = {}
+    for item in args.bits or []:
+        layer, sep, spec = item.rpartition("=")
+        if not sep or not layer or not spec:
+            raise UserError(f"--bits {item!r}: expected LAYER=PRECISION, e.g. conv1=W4A4")
+        bits[layer] = spec
+    calibration = None
+    if args.calibration:
+        try:
+            calibration = np.load(args.calibration, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read calibration array: {e}", file=args.calibration) from None
+    model = mcusim.load(args.model)
+    res = requantize(model, bits, calibration, default=args.all)
+    out = Path(args.output)
+    qnn.save(res.graph, out)
+    table = Table(title=f"{res.graph.name}: re-quantized ({len(res.graph.ops)} ops)")
+    for col in ("#", "layer", "op", "source", "prec", "weights", "input", "output", "SQNR dB"):
+        table.add_column(col, justify="right" if col in ("#", "SQNR dB") else "left")
+    table.add_column("note")
+    for r in res.records:
+        table.add_row(
+            str(r["index"]),
+            _short_name(r["layer"]),
+            r["op"],
+            r["source"],
+            r["precision"],
+            r["weights"] or "-",
+            r["input"],
+            r["output"],
+            format_sqnr(r["sqnr_db"]),
+            r["note"],
+        )
+    con = _console()
+    con.print(table)
+    e2e = ", ".join(format_sqnr(v) for v in res.output_sqnr_db)
+    con.print(f"end-to-end output SQNR (dB): {e2e}")
+    for note in res.notes:
+        con.print(f"note: {note}")
+    con.print(f"wrote {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mcusim", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -250,6 +300,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model")
     c.add_argument("-o", "--output", required=True)
     c.set_defaults(func=cmd_convert)
+
+    q = sub.add_parser(
+        "quantize",
+        help="re-quantize an INT8 model per layer to sub-byte/binary precisions (post-training)",
+    )
+    q.add_argument("model", help=".tflite, .qnn or QONNX .onnx file")
+    q.add_argument(
+        "--bits",
+        action="append",
+        metavar="LAYER=WxAy",
+        help="precision of a layer (op name, op index or glob), e.g. conv1=W4A4 (repeatable)",
+    )
+    q.add_argument("--all", metavar="WxAy", help="precision of every other conv/dw/fc layer")
+    q.add_argument(
+        "--calibration",
+        metavar="X.npy",
+        help="calibration inputs, (N, ...) samples (default: 16 seeded random inputs)",
+    )
+    q.add_argument("-o", "--output", required=True, help="output .qnn file")
+    q.set_defaults(func=cmd_quantize)
     return p
 
 

@@ -56,7 +56,7 @@ class Model:
 
 
 def load(path: str | Path) -> Model:
-    """Load a .tflite or .qnn file (recognised by content, not by extension)."""
+    """Load a .tflite, .qnn or QONNX .onnx file (recognised by content, not by extension)."""
     p = Path(path)
     if not p.is_file():
         raise ModelFormatError("file not found", file=str(p))
@@ -75,6 +75,10 @@ def load(path: str | Path) -> Model:
         graph = load_tflite(p)
     elif len(head) < 8:
         raise ModelFormatError("file is empty or truncated (fewer than 8 bytes)", file=str(p))
+    elif head[0] == 0x08 and head[1] < 0x80:  # ONNX ModelProto: ir_version (field 1) first
+        from .importers.qonnx import load_qonnx
+
+        graph = load_qonnx(p)
     else:
         raise ModelFormatError(
             "not a TFLite flatbuffer (no 'TFL3' identifier) nor a .qnn zip archive", file=str(p)
