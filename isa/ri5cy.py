@@ -57,12 +57,17 @@ class RI5CYParams:
     div_min_cycles: int
     div_max_cycles: int
     hwloop_backedge_cycles: int
+    fetch_bytes: int  # bytes per instruction fetch (top-level key of the TOML)
 
 
 @lru_cache(maxsize=1)
 def load_params() -> RI5CYParams:
     data = tomllib.loads(resources.files("mcusim.isa").joinpath("ri5cy.toml").read_text())
-    return RI5CYParams(class_cycles=dict(data["class_cycles"]), **data["rules"])
+    return RI5CYParams(
+        class_cycles=dict(data["class_cycles"]),
+        fetch_bytes=int(data["fetch_bytes"]),
+        **data["rules"],
+    )
 
 
 def div_cycles(divisor: int, signed: bool = True) -> int:
@@ -85,6 +90,7 @@ class RI5CYTiming(CoreTiming):
     def __init__(self, params: RI5CYParams | None = None) -> None:
         self.p = params or load_params()
         self._cache: dict = {}
+        self.fetch_bytes = self.p.fetch_bytes  # read by mcusim/cache.py fetch_bytes_of
 
     def initial_state(self):
         return (0, 0)
