@@ -44,6 +44,7 @@ class M0PlusParams:
     alu_pc_extra: int
     pop_pc_extra: int
     mul_cycles: int
+    fetch_bytes: int  # bytes per instruction fetch (top-level key of the TOML)
 
 
 @lru_cache(maxsize=2)
@@ -61,6 +62,7 @@ def load_params(multiplier: str | None = None) -> M0PlusParams:
         alu_pc_extra=r["alu_pc_extra"],
         pop_pc_extra=r["pop_pc_extra"],
         mul_cycles=r["mul_fast"] if kind == "fast" else r["mul_small"],
+        fetch_bytes=int(data["fetch_bytes"]),
     )
 
 
@@ -101,6 +103,7 @@ class CortexM0PlusTiming(CoreTiming):
 
     def __init__(self, params: M0PlusParams | None = None, multiplier: str | None = None):
         self.p = params or load_params(multiplier)
+        self.fetch_bytes = self.p.fetch_bytes  # read by mcusim/cache.py fetch_bytes_of
         self._cache: dict = {}
 
     def initial_state(self):

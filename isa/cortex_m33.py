@@ -55,7 +55,9 @@ def load_params() -> M4Params:
         if k not in cc:
             raise ValueError(f"cortex_m33.toml: unknown class {k!r}")
         cc[k] = v
-    return replace(m4, class_cycles=cc, **data.get("rules", {}))
+    return replace(
+        m4, class_cycles=cc, fetch_bytes=int(data["fetch_bytes"]), **data.get("rules", {})
+    )
 
 
 class CortexM33Timing(CortexM4Timing):

@@ -54,12 +54,17 @@ class M4Params:
     div_default_cycles: int
     div_min_cycles: int
     div_max_cycles: int
+    fetch_bytes: int  # bytes per instruction fetch (top-level key of the TOML)
 
 
 @lru_cache(maxsize=1)
 def load_params() -> M4Params:
     data = tomllib.loads(resources.files("mcusim.isa").joinpath("cortex_m4.toml").read_text())
-    return M4Params(class_cycles=dict(data["class_cycles"]), **data["rules"])
+    return M4Params(
+        class_cycles=dict(data["class_cycles"]),
+        fetch_bytes=int(data["fetch_bytes"]),
+        **data["rules"],
+    )
 
 
 class CortexM4Timing(CoreTiming):
@@ -69,6 +74,7 @@ class CortexM4Timing(CoreTiming):
 
     def __init__(self, params: M4Params | None = None) -> None:
         self.p = params or load_params()
+        self.fetch_bytes = self.p.fetch_bytes  # read by mcusim/cache.py fetch_bytes_of
         self._cache: dict = {}
 
     def initial_state(self):

@@ -67,6 +67,7 @@ class BeatParams:
     fp_pipe: str
     base_update_latency: int  # scalar post/pre-indexed base register written back after this
     mve_base_update_latency: int  # the same for VLDR/VSTR
+    fetch_bytes: int  # bytes per instruction fetch (top-level key of the TOML)
 
 
 def load_beat_params(filename: str) -> BeatParams:
@@ -118,6 +119,7 @@ def load_beat_params(filename: str) -> BeatParams:
         fp_pipe=str(r.get("scalar_fp_pipe", "fpmul")),
         base_update_latency=int(r["base_update_latency"]),
         mve_base_update_latency=int(mve["base_update_latency"]),
+        fetch_bytes=int(data["fetch_bytes"]),
     )
 
 
@@ -162,6 +164,7 @@ class BeatTiming(CoreTiming):
 
     def __init__(self, params: BeatParams | None = None) -> None:
         self.p = params or load_params()
+        self.fetch_bytes = self.p.fetch_bytes  # read by mcusim/cache.py fetch_bytes_of
         self._cache: dict = {}
         self._recs: dict = {}
         self._exit_state = None

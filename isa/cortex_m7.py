@@ -75,6 +75,7 @@ class M7Params:
     wide_imm_max: int
     wide_imm_max_add_sub: int
     wide_imm_exempt: frozenset
+    fetch_bytes: int  # bytes per instruction fetch (top-level key of the TOML)
 
 
 @lru_cache(maxsize=1)
@@ -122,6 +123,7 @@ def load_params() -> M7Params:
         wide_imm_max=int(data["wide_immediate"]["max_plain"]),
         wide_imm_max_add_sub=int(data["wide_immediate"]["max_plain_add_sub"]),
         wide_imm_exempt=frozenset(data["wide_immediate"]["exempt"]),
+        fetch_bytes=int(data["fetch_bytes"]),
     )
 
 
@@ -315,6 +317,7 @@ class CortexM7Timing(CoreTiming):
 
     def __init__(self, params: M7Params | None = None) -> None:
         self.p = params or load_params()
+        self.fetch_bytes = self.p.fetch_bytes  # read by mcusim/cache.py fetch_bytes_of
         self._ops: dict[Instr, M7Op] = {}
         self._cache: dict = {}
 

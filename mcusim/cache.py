@@ -634,18 +634,17 @@ def stream_bases(graph, plan, device, code_bytes: int) -> list[dict[str, tuple[i
 
 
 def fetch_bytes_of(core_name: str) -> int:
-    """Bytes per instruction fetch of a core (the timing model's ``fetch_bytes`` if it has
-    one): 4 on the 32-bit AHB cores (M0+, M4, M33: TRM "instruction fetches are 32-bit"),
-    8 on cores with a 64-bit instruction interface (M7, M55, M85: 64-bit fetch)."""
+    """Bytes per instruction fetch of a core: its timing model's ``fetch_bytes``, read from
+    the core's TOML (isa/cortex_*.toml, with the TRM source of each width)."""
     from mcusim.isa.timing import core_timing
 
-    try:
-        fb = getattr(core_timing(core_name), "fetch_bytes", None)
-    except Exception:  # noqa: BLE001 - a core without a timing module yet
-        fb = None
-    if fb:
-        return int(fb)
-    return 8 if core_name.lower() in ("cortex-m7", "cortex-m55", "cortex-m85") else 4
+    fb = getattr(core_timing(core_name), "fetch_bytes", None)
+    if not fb:
+        raise ValueError(
+            f"{core_name}: its timing model has no fetch_bytes (put the instruction fetch "
+            "width in the core's isa/*.toml and expose it as the timing class's attribute)"
+        )
+    return int(fb)
 
 
 def needs_simulation(device) -> bool:

@@ -241,3 +241,209 @@ def test_streams_stay_inside_their_buffers(kind):
         touched = {a + i for a, nb in addrs for i in range(nb)}
         want = n // 4 if (kind, tag) == ("conv1x1_stride2", "input") else n
         assert len(touched) == want, tag
+
+
+# --- Helium (Armv8.1-M MVE) and Armv6-M schedules ---------------------------------------
+def _strip(items):
+    """The same loop nest without address annotations."""
+    return [
+        Loop(it.name, it.count, _strip(it.body)) if isinstance(it, Loop) else it for it in items
+    ]
+
+
+def test_mve_conv_stream():
+    """arm_convolve_s8 (MVE) on a 4x4x16 input, 3x3 valid filter, 2 out channels: one
+    quad of output pixels, one arm_nn_mat_mult_nt_t_s8 call with lhs_rows = 4."""
+    g, op = conv_graph(4, 4, 16, 2, 3, padding="valid")
+    p = schedule_for("armv8.1m-mve", g, op)
+    assert p.kernel.startswith("arm_convolve_s8")
+    s = streams(p)
+    # im2col: per output pixel (oy, ox) the 3x3 window row by row, one 16-byte VLDRB per
+    # tap (arm_memcpy_s8 of 16 channels) from NHWC offset ((oy + r) * 4 + ox + c) * 16
+    want = [
+        X + ((oy + r) * 4 + ox + c) * 16
+        for oy in range(2)
+        for ox in range(2)
+        for r in range(3)
+        for c in range(3)
+    ]
+    assert [(a, n, w) for a, n, w in s["input"]] == [(a, 16, False) for a in want]
+    # each pixel's column (9 x 16 = 144 bytes, a multiple of 4) fills the next slot of
+    # the 4-column buffer: pixel i at S + 144 i, tap t at + 16 t
+    writes = [(a, n) for a, n, w in s["scratch"] if w]
+    assert writes == [(S + 144 * i + 16 * t, 16) for i in range(4) for t in range(9)]
+    # weights: per output channel its row (144 bytes) from the software-pipelined first
+    # load, one more 16-byte load per iteration; the last iteration's load runs one
+    # vector past the row (the real kernel's over-read, predicated by LETP)
+    assert [a for a, _, _ in s["weights"]] == [
+        W + 144 * ch + 16 * k for ch in range(2) for k in range(10)
+    ]
+    # the 4 LHS rows fold into one pointer: iteration j reads S + 64 j + {0, 16, 32, 48};
+    # per channel the same 576 bytes (all 4 columns) from the buffer start
+    reads = [(a, n) for a, n, w in s["scratch"] if not w]
+    one = [(S + 64 * j + 16 * r, 16) for j in range(9) for r in range(4)]
+    assert reads == one * 2
+    assert {a + i for a, n in one for i in range(n)} == set(range(S, S + 576))
+    # bias / multiplier per channel; the scatter store of 4 pixels' bytes is one 4-byte
+    # access at the first pixel's output of that channel
+    assert [a for a, _, _ in s["bias"]] == [B, B + 4]
+    assert [a for a, _, _ in s["const"]][::2] == [Q, Q + 4]
+    assert [(a, n, w) for a, n, w in s["output"]] == [(Y, 4, True), (Y + 1, 4, True)]
+
+
+def test_mve_fc_stream():
+    """arm_nn_vec_mat_mult_t_s8 (MVE): 32 inputs x 6 outputs: one 4-row pass, 2 single
+    rows; 16 columns per iteration."""
+    g, op = fc_graph(32, 6)
+    p = schedule_for("armv8.1m-mve", g, op)
+    s = streams(p)
+    # the input vector is re-read per pass: 2 vectors each time
+    assert [(a, n) for a, n, _ in s["input"]] == [(X, 16), (X + 16, 16)] * 3
+    # 4-row pass: the four row pointers fold into one (64 bytes per iteration), the same
+    # 128 bytes as rows 0..3; then rows 4 and 5 (32 bytes each)
+    assert [a for a, _, _ in s["weights"]] == [W + 16 * i for i in range(12)]
+    # kernel sums (scratch, precomputed sum(w) * offset + bias): 4 words, then 1 per row
+    assert [(a, n) for a, n, _ in s["scratch"]] == [(S, 8), (S + 8, 8), (S + 16, 4), (S + 20, 4)]
+    # outputs: the 4-row pass stores 4 contiguous bytes (scatter offsets 0..3), then one
+    # byte per single row
+    assert [(a, n, w) for a, n, w in s["output"]] == [
+        (Y, 4, True),
+        (Y + 4, 1, True),
+        (Y + 5, 1, True),
+    ]
+
+
+def test_armv6m_conv_stream():
+    """arm_convolve_s8 pure C (Armv6-M) on a 4x4x4 input, 3x3 valid filter, 2 out channels
+    (2 pairs of output pixels)."""
+    g, op = conv_graph(4, 4, 4, 2, 3, padding="valid")
+    p = schedule_for("armv6m", g, op)
+    assert p.kernel.startswith("arm_convolve_s8")
+    s = streams(p)
+    # im2col: newlib memcpy of 4 bytes takes its byte loop ([r1, r4], counter r4): per
+    # tap 4 single-byte reads of the window's pixel
+    want = [
+        X + ((oy + r) * 4 + ox + c) * 4 + b
+        for oy in range(2)
+        for ox in range(2)
+        for r in range(3)
+        for c in range(3)
+        for b in range(4)
+    ]
+    assert [(a, n) for a, n, _ in s["input"]] == [(a, 1) for a in want]
+    # the int8 column is written from the buffer start for every pixel (36 bytes)
+    col = [(a, n) for a, n, w in s["scratch"] if w and n == 1]
+    assert col == [(S + i, 1) for i in range(36)] * 4
+    # arm_nn_mat_mult_kernel_s8_s16 (C): both filter rows through the column counter
+    # ([r2, r3], [r1, r3]) fold into one pointer, 2 bytes per column: W + 2 i twice
+    pair = [W + 2 * i for i in range(36) for _ in range(2)]
+    assert [a for a, _, _ in s["weights"]] == pair * 2
+    # outputs of a pixel pair: r6 (pixel 1, ch 0), r5 (pixel 0, ch 1), r7 (pixel 1,
+    # ch 1), r0 (pixel 0, ch 0); pixel 1 one output row (2 bytes) on; pairs 4 bytes apart
+    o = [Y + 4 * k + d for k in range(2) for d in (2, 1, 3, 0)]
+    assert [(a, n, w) for a, n, w in s["output"]] == [(a, 1, True) for a in o]
+    # bias: the pair's two words; parameters: 8 bytes per channel (shift, multiplier
+    # through pointers the C code does not move: one folded 8-byte step per channel)
+    assert [a for a, _, _ in s["bias"]] == [B, B + 4] * 2
+    assert [a for a, _, _ in s["const"]] == [Q, Q, Q + 8, Q + 8, Q + 8, Q + 8, Q, Q] * 2
+
+
+def _other_layer(kind):
+    from test_schedules_m4 import _unary_graph
+
+    from mcusim.ops import Pool2DAttrs
+
+    pool = Pool2DAttrs((2, 2), (2, 2), "valid", "none")
+    pool3 = Pool2DAttrs((3, 3), (1, 1), "same", "none")
+    return {
+        "conv3x3_c16": lambda: conv_graph(6, 6, 16, 32, 3, padding="valid"),
+        "conv3x3_same": lambda: conv_graph(9, 9, 8, 6, 3),
+        "conv1x1_16": lambda: conv_graph(4, 4, 16, 32, 1, padding="valid"),
+        "conv1x1_odd": lambda: conv_graph(5, 5, 8, 7, 1, padding="valid"),
+        "conv1x1_stride2": lambda: conv_graph(6, 6, 8, 6, 1, stride=2, padding="valid"),
+        "dw3x3_c16": lambda: conv_graph(6, 6, 16, 16, 3, depthwise=True),
+        "dw3x3": lambda: conv_graph(7, 7, 10, 10, 3, depthwise=True),
+        "dw3x3_stride2": lambda: conv_graph(8, 8, 8, 8, 3, stride=2, depthwise=True),
+        "dw5x5": lambda: conv_graph(7, 7, 6, 6, 5, depthwise=True),
+        "dw_mult4": lambda: conv_graph(6, 6, 3, 12, 3, depthwise=True, mult=4),
+        "fc_batch2": lambda: fc_graph(32, 8, batch=2),
+        "fc_batch3": lambda: fc_graph(16, 4, batch=3),
+        "avg_pool": lambda: _unary_graph("avg_pool2d", (1, 6, 6, 8), (1, 3, 3, 8), pool),
+        "avg_pool_same": lambda: _unary_graph("avg_pool2d", (1, 5, 5, 20), (1, 5, 5, 20), pool3),
+        "max_pool": lambda: _unary_graph("max_pool2d", (1, 6, 6, 8), (1, 3, 3, 8), pool),
+        "max_pool_same": lambda: _unary_graph("max_pool2d", (1, 5, 5, 20), (1, 5, 5, 20), pool3),
+    }[kind]()
+
+
+# (isa, layer, tags whose every byte the kernel touches)
+_OTHER = [
+    ("armv8.1m-mve", "conv3x3_c16", ("input", "weights", "bias")),
+    ("armv8.1m-mve", "conv1x1_16", ("input", "weights", "bias")),
+    ("armv8.1m-mve", "dw3x3_c16", ("input", "weights", "bias")),
+    ("armv8.1m-mve", "fc_batch2", ("input", "weights", "output")),
+    ("armv8.1m-mve", "avg_pool", ("input", "output")),
+    # border pixels that are not a grid are placed approximately (common.PixelWalk)
+    ("armv8.1m-mve", "avg_pool_same", ()),
+    ("armv8.1m-mve", "max_pool", ("input", "output")),
+    ("armv8.1m-mve", "max_pool_same", ("input", "output")),
+    ("armv6m", "conv3x3_same", ("input", "output", "weights", "bias")),
+    ("armv6m", "conv1x1_odd", ("input", "output", "weights", "bias")),
+    ("armv6m", "conv1x1_stride2", ("output", "weights", "bias")),
+    ("armv6m", "dw3x3", ("input", "output", "weights", "bias")),
+    ("armv6m", "dw3x3_stride2", ("input", "output", "weights", "bias")),
+    ("armv6m", "dw5x5", ("weights", "bias")),
+    ("armv6m", "dw_mult4", ("input", "output", "bias")),
+    ("armv6m", "fc_batch3", ("input", "output", "bias")),
+    ("armv6m", "max_pool", ("input", "output")),
+    ("armv6m", "max_pool_same", ("input", "output")),
+]
+
+
+@pytest.mark.parametrize(("isa", "kind", "full"), _OTHER, ids=[f"{i}-{k}" for i, k, _ in _OTHER])
+def test_mve_and_armv6m_streams_stay_inside_their_buffers(isa, kind, full):
+    """Every access of these MVE / Armv6-M kernels stays inside its tensor, scratch
+    buffer (the kernel's get_buffer_size) and per-channel parameters (8 bytes per
+    channel); the tags in ``full`` are touched byte for byte. One exception, real
+    behaviour of the MVE arm_nn_mat_mult_nt_t_s8: its software-pipelined weight load
+    of the last iteration reads one vector past the last filter row."""
+    from mcusim.kernels.schedules.buffers import scratch_bytes
+
+    g, op = _other_layer(kind)
+    p = schedule_for(isa, g, op)
+    s = streams(p)
+    size = {"input": g.tensor(op.inputs[0]).nbytes, "output": g.tensor(op.outputs[0]).nbytes}
+    if len(op.inputs) > 1:
+        size["weights"] = g.tensor(op.inputs[1]).nbytes
+        size["bias"] = g.tensor(op.inputs[2]).nbytes
+        size["const"] = 8 * int(g.tensor(op.outputs[0]).shape[-1])
+    size["scratch"] = scratch_bytes(g, op, p)
+    overread = "mat_mult_nt_t_s8 (MVE)" in p.kernel
+    for tag, n in size.items():
+        base = BASES[tag]
+        addrs = [(a, nb) for a, nb, _ in s[tag]]
+        if tag in full:
+            assert addrs, tag
+        if overread and tag == "weights":
+            addrs = [(a, nb) for a, nb in addrs if a != base + n]
+        bad = [(a - base, nb) for a, nb in addrs if not (base <= a and a + nb <= base + n)]
+        assert not bad, (tag, bad[:5])
+        if tag in full:
+            assert len({a + i for a, nb in addrs for i in range(nb)}) == n, tag
+
+
+@pytest.mark.parametrize(
+    ("core", "isa", "kind"),
+    [
+        ("cortex-m55", "armv8.1m-mve", "conv3x3_c16"),
+        ("cortex-m85", "armv8.1m-mve", "dw3x3_c16"),
+        ("cortex-m55", "armv8.1m-mve", "max_pool_same"),
+        ("cortex-m0plus", "armv6m", "conv3x3_same"),
+        ("cortex-m0plus", "armv6m", "dw3x3"),
+        ("cortex-m0plus", "armv6m", "fc_batch3"),
+    ],
+)
+def test_mve_and_armv6m_annotations_do_not_change_timing(core, isa, kind):
+    g, op = _other_layer(kind)
+    p = schedule_for(isa, g, op)
+    t = core_timing(core)
+    assert t.time(p).cycles == t.time(Program(_strip(p.items), isa=p.isa)).cycles

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from mcusim.isa.schedule import Block, Loop
+from mcusim.isa.schedule import Block, Loop, Rewind
 
 # ---------------------------------------------------------------- libgcc __aeabi_lmul
 # 64 x 64 -> 64 multiply as libgcc's thumb/v6-m __muldi3 executes it (arguments r0:r1,
@@ -284,16 +284,29 @@ def _memcpy_blocks(src: str, dst: str):
 def memcpy_items(n: int, aligned: bool, src: str, dst: str) -> list:
     """One ``bl memcpy`` call (the BL itself belongs to the caller's block)."""
     k = _memcpy_blocks(src, dst)
+    # the byte loop indexes both pointers with its counter ([r1, r4], [r0, r4]): the
+    # rule walks them a byte per iteration and leaves them at the copy's end
+    by = {src: Rewind(1), dst: Rewind(1)}
     if n < 16:
-        return [k["small"], k["byte_setup"], Loop("memcpy_bytes", n, [k["byte"]]), k["ret"]]
+        return [
+            k["small"],
+            k["byte_setup"],
+            Loop("memcpy_bytes", n, [k["byte"]], addr=by),
+            k["ret"],
+        ]
     if not aligned:
-        return [k["unaligned"], k["byte_setup"], Loop("memcpy_bytes", n, [k["byte"]]), k["ret"]]
+        return [
+            k["unaligned"],
+            k["byte_setup"],
+            Loop("memcpy_bytes", n, [k["byte"]], addr=by),
+            k["ret"],
+        ]
     return [
         k["aligned"],
         Loop("memcpy_block16", n // 16, [k["block16"]]),
         Loop("memcpy_words", (n % 16) // 4, [k["word"]]),
         k["byte_setup"],
-        Loop("memcpy_bytes", n % 4, [k["byte"]]),
+        Loop("memcpy_bytes", n % 4, [k["byte"]], addr=by),
         k["ret"],
     ]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from functools import cache
 
 from mcusim.graph import Graph, Op
-from mcusim.isa.schedule import Block, Loop, Program
+from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
 from .cmsis_c_common import (
     entry_block,
@@ -33,9 +33,16 @@ from .cmsis_c_common import (
     memset_items,
     requant_out_items,
 )
-from .cmsis_c_matmul import leftover_column_c, mat_mult_kernel_s8_s16_c, mat_mult_nt_t_s8_c
+from .cmsis_c_matmul import (
+    _out_moves,
+    leftover_column_c,
+    mat_mult_kernel_s8_s16_c,
+    mat_mult_nt_t_s8_c,
+)
 from .cmsis_conv import is_1_x_n, is_1x1
-from .common import Geom, conv_geom
+from .common import Geom, PixelWalk, conv_geom, pixels_by, rows_cols_key, taps_key
+from .mve_common import tap_walk
+from .mve_depthwise import _Pos
 
 # ------------------------------------------------------------------ arm_convolve_s8
 PIXEL_SETUP = """
@@ -169,14 +176,17 @@ def _blocks():
     }
 
 
-def _im2col_column(g: Geom, kernel_ch: int, n_valid: int, rhs_cols: int) -> list:
+def _im2col_column(g: Geom, kernel_ch: int, n_valid: int, rhs_cols: int, pixels: list) -> list:
+    """One im2col column with ``n_valid`` in-bounds taps; ``pixels``: that class's output
+    pixels (address rules: the copies walk the in-bounds taps of the window)."""
     k = _blocks()
     taps = g.k_h * g.k_w
     aligned = g.in_c % 4 == 0 and kernel_ch % 4 == 0
     copy = Loop(
         "c_im2col_copy_taps",
         n_valid,
-        [
+        addr={"input": tap_walk(g, pixels, g.in_c * g.d_w)},
+        body=[
             k["tap_test"],
             k["tap_copy"],
             *memcpy_items(kernel_ch, aligned, "input", "scratch"),
@@ -193,7 +203,13 @@ def _im2col_column(g: Geom, kernel_ch: int, n_valid: int, rhs_cols: int) -> list
             k["tap_end"],
         ],
     )
-    widen = [k["q15_call"], Loop("q7_to_q15", rhs_cols, [k["q15_loop"]]), k["q15_ret"]]
+    # the widening reads the int8 column and writes the s16 column through one folded
+    # scratch pointer: from the column start, 2 bytes per element (read, then write)
+    widen = [
+        k["q15_call"],
+        Loop("q7_to_q15", rhs_cols, [k["q15_loop"]], addr={"scratch": Rewind(2, start=-rhs_cols)}),
+        k["q15_ret"],
+    ]
     return [k["pixel"], copy, pad, *widen, k["pixel_end"]]
 
 
@@ -203,12 +219,17 @@ def convolve_s8_c_items(g: Geom, kernel_ch: int, groups: int) -> list:
     out_ch_g = g.out_c // groups
     n_pix = g.out_pixels
     per_group: list = []
+    classes = pixels_by(g, taps_key(g))
+    walk = PixelWalk(g, ("input",))
     for n_valid, count in sorted(g.taps_valid().items()):
         per_group.append(
             Loop(
                 f"c_im2col_pixels_{n_valid}taps",
                 count,
-                _im2col_column(g, kernel_ch, n_valid, rhs_cols),
+                _im2col_column(g, kernel_ch, n_valid, rhs_cols, classes[n_valid]),
+                # each pixel at its own input window; the column buffer is reused (the
+                # s8 -> s16 widening reads and writes it through one folded pointer)
+                addr={**walk.rules(classes[n_valid]), "scratch": Rewind(0)},
             )
         )
     per_group.append(
@@ -217,16 +238,43 @@ def convolve_s8_c_items(g: Geom, kernel_ch: int, groups: int) -> list:
             n_pix // 2,
             [
                 k["pair_args"],
-                *mat_mult_kernel_s8_s16_c(out_ch_g, rhs_cols),
+                *mat_mult_kernel_s8_s16_c(out_ch_g, rhs_cols, g.out_c),
                 k["pair_end"],
             ],
+            # every pair of columns re-reads all filters, biases and parameters and
+            # writes the outputs of the next two pixels
+            addr={
+                **{r: Rewind(0) for r in ("weights", "bias", "const", "scratch")},
+                "output": Rewind(2 * g.out_c),
+            },
         )
     )
     if n_pix % 2:
         per_group += leftover_column_c(out_ch_g, rhs_cols)
-    body = [Loop("c_conv_groups", groups, per_group)] if groups > 1 else per_group
+    body: list = per_group
+    if groups > 1:
+        body = [
+            Loop(
+                "c_conv_groups",
+                groups,
+                per_group,
+                addr={
+                    "input": Rewind(kernel_ch),
+                    "weights": Rewind(out_ch_g * rhs_cols),
+                    "bias": Rewind(4 * out_ch_g),
+                    "const": Rewind(8 * out_ch_g),
+                    "output": Rewind(out_ch_g),
+                    "scratch": Rewind(0),
+                },
+            )
+        ]
     name = "arm_convolve_s8"
-    return [entry_block(name), Loop("batches", g.batches, body), exit_block(name)]
+    batch = {
+        "input": Rewind(g.in_h * g.in_w * g.in_c),
+        "output": Rewind(g.out_pixels * g.out_c),
+        **{r: Rewind(0) for r in ("weights", "bias", "const", "scratch")},
+    }
+    return [entry_block(name), Loop("batches", g.batches, body, addr=batch), exit_block(name)]
 
 
 def conv2d_c_program(graph: Graph, op: Op) -> Program:
@@ -246,13 +294,23 @@ def conv2d_c_program(graph: Graph, op: Op) -> Program:
             ]
         else:
             kernel = "arm_convolve_1x1_s8 -> arm_nn_mat_mult_nt_t_s8 (C)"
+            row_in = g.s_h * g.in_w * g.in_c
             row = Loop(
                 "c_conv1x1_out_rows",
                 g.batches * g.out_h,
                 [
-                    *mat_mult_nt_t_s8_c(g.out_w, g.out_c, g.in_c),
+                    *mat_mult_nt_t_s8_c(g.out_w, g.out_c, g.in_c, g.s_w * g.in_c),
                     k["row_end_1x1"],
                 ],
+                # one call per output row on its strided input row (next image after
+                # out_h rows); every row re-reads the filters and parameters
+                addr={
+                    "input": Rewind(
+                        row_in, every=g.out_h, skip=g.in_h * g.in_w * g.in_c - g.out_h * row_in
+                    ),
+                    "output": Rewind(g.out_w * g.out_c),
+                    **{r: Rewind(0) for r in ("weights", "bias", "const")},
+                },
             )
             items = [entry_block("arm_convolve_1x1_s8"), row, exit_block("arm_convolve_1x1_s8")]
         return Program(items, kernel=kernel, macs=macs, notes=notes)
@@ -441,26 +499,82 @@ def _dw3_items(g: Geom) -> list:
         out4 += requant_out_items(True, src, "dw3")
     # r8/r9/sl are high registers: GCC moves them through a low register first
     groups, left = divmod(g.in_c, 4)
+    c = g.in_c
+    # address rules: pixels of a (rows, columns) class at their clamped windows; 4
+    # channels per group (outputs and per-channel parameters one channel apart); per tap
+    # row the next input row and filter row, per tap the next pixel and filter column
+    # (the two 4-byte reads of arm_nn_read_s8x4 move each pointer 4); the filter taps
+    # start at the first in-bounds one
+    classes = pixels_by(g, rows_cols_key(g))
+    walk = PixelWalk(g)
+    nxt = {"output": 1, "const": 8}  # the next channel's output and parameters
+    gmoves = _out_moves(out4, [{}, nxt, nxt, nxt])
     pixels: list = []
     for ry, ny in sorted(g.rows_valid().items()):
         for cx, nx in sorted(g.cols_valid().items()):
-            rows = Loop("c_dw3_rows", ry, [Loop("c_dw3_taps", cx, tap), k["row_end"]])
+            oy, ox = classes[(ry, cx)][0]
+            kr0 = max(0, g.pad_t - oy * g.s_h)
+            kc0 = max(0, g.pad_l - ox * g.s_w)
+            w0 = (kr0 * g.k_w + kc0) * c
+            rows = Loop(
+                "c_dw3_rows",
+                ry,
+                [
+                    Loop(
+                        "c_dw3_taps",
+                        cx,
+                        tap,
+                        addr={"input": Rewind(c), "weights": Rewind(c)},
+                    ),
+                    k["row_end"],
+                ],
+                addr={"input": Rewind(g.in_w * c), "weights": Rewind(g.k_w * c)},
+            )
             body = [
                 k["pixel"],
-                Loop("c_dw3_groups", groups, [k["group"], rows, *out4, k["group_end"]]),
+                Loop(
+                    "c_dw3_groups",
+                    groups,
+                    [k["group"], rows, *out4, k["group_end"]],
+                    addr={
+                        "input": Rewind(4),
+                        "weights": Rewind(4, start=w0),
+                        "output": Rewind(4),
+                        "const": Rewind(32),
+                    },
+                    moves=gmoves,
+                ),
                 Loop(
                     "c_dw3_left_channels",
                     left,
                     [
                         k["left_setup"],
-                        Loop("c_dw3_left_taps", ry * cx, [k["left_tap"]]),
+                        Loop(
+                            "c_dw3_left_taps",
+                            ry * cx,
+                            [k["left_tap"]],
+                            addr={
+                                "input": Rewind(c, every=cx, skip=(g.in_w - cx) * c),
+                                "weights": Rewind(c, every=cx, skip=(g.k_w - cx) * c),
+                            },
+                        ),
                         *requant_out_items(True, "r0", "dw3"),
                         k["left_end"],
                     ],
+                    # (the group loop left the pointers on the first leftover channel)
+                    addr={
+                        "input": Rewind(1),
+                        "weights": Rewind(1, start=0 if groups else w0),
+                        "output": Rewind(1),
+                        "const": Rewind(8),
+                    },
                 ),
                 k["pixel_end"],
             ]
-            pixels.append(Loop(f"c_dw3_pixels_{ry}x{cx}", ny * nx, body))
+            rules = walk.rules(classes[(ry, cx)])
+            # every pixel re-reads the filters, biases and parameters from their start
+            rules.update({r: Rewind(0) for r in ("weights", "bias", "const")})
+            pixels.append(Loop(f"c_dw3_pixels_{ry}x{cx}", ny * nx, body, addr=rules))
     return pixels
 
 
@@ -577,18 +691,73 @@ def _dwg_items(g: Geom, dilated: bool) -> list:
         head = [k["setup"], *([k["dil"], idiv_block()] * 4)]
     items: list = []
     n_out_ch = g.out_c
+    oc, ic = g.out_c, g.in_c
+    mult = max(1, oc // max(ic, 1))
+    # address rules: per tap the next (dilated) pixel / filter column, per tap row the
+    # next input / filter row (its loads never move their pointers); one output per
+    # (pixel, out channel): the out channel walks the filter, bias and parameters, the
+    # input channel is out_ch / mult; the next pixel's window stride_x pixels on (within
+    # a class row: an estimate for classes spanning several rows)
+    classes = pixels_by(g, rows_cols_key(g))
+    pos = _Pos()
+    if mult == 1:
+        elem_in = {"step": 1, "every": oc, "skip": g.s_w * ic - oc}
+    else:
+        elem_in = {"step": 0, "every": mult, "skip": 1}
     for ry, ny in sorted(g.rows_valid().items()):
         for cx, nx in sorted(g.cols_valid().items()):
+            oy, ox = classes[(ry, cx)][0]
+            kr0 = -(-max(0, g.pad_t - oy * g.s_h) // g.d_h)
+            kc0 = -(-max(0, g.pad_l - ox * g.s_w) // g.d_w)
+            y0 = oy * g.s_h - g.pad_t + kr0 * g.d_h
+            x0 = ox * g.s_w - g.pad_l + kc0 * g.d_w
+            n = ny * nx * n_out_ch
+            per_row = sum(1 for y, _ in classes[(ry, cx)] if y == oy)
             body = [
                 *head,
                 Loop(
-                    "c_dwg_rows", ry, [k["row"], Loop("c_dwg_cols", cx, [k["mac"]]), k["row_end"]]
+                    "c_dwg_rows",
+                    ry,
+                    [
+                        k["row"],
+                        Loop(
+                            "c_dwg_cols",
+                            cx,
+                            [k["mac"]],
+                            addr={"input": Rewind(ic * g.d_w), "weights": Rewind(oc)},
+                        ),
+                        k["row_end"],
+                    ],
+                    addr={
+                        "input": Rewind(g.in_w * ic * g.d_h),
+                        "weights": Rewind(g.k_w * oc),
+                    },
                 ),
                 *requant_out_items(True, "r1", "dwg"),
                 k["out_end"],
             ]
-            items.append(Loop(f"c_dwg_outputs_{ry}x{cx}", ny * nx * n_out_ch, body))
-    return [Loop("batches", g.batches, items)]
+            rules = {
+                "input": pos.rule("input", n, (y0 * g.in_w + x0) * ic, **elem_in),
+                "weights": pos.rule("weights", n, (kr0 * g.k_w + kc0) * oc, 1, every=oc, skip=-oc),
+                "bias": pos.rule("bias", n, 0, 4, every=oc, skip=-4 * oc),
+                "const": pos.rule("const", n, 0, 8, every=oc, skip=-8 * oc),
+                # outputs row by row through the class (exact for a rectangle)
+                "output": pos.rule(
+                    "output",
+                    n,
+                    (oy * g.out_w + ox) * oc,
+                    1,
+                    every=per_row * oc,
+                    skip=(g.out_w - per_row) * oc,
+                ),
+            }
+            items.append(Loop(f"c_dwg_outputs_{ry}x{cx}", n, body, addr=rules))
+    batch = {
+        "input": Rewind(g.in_h * g.in_w * ic),
+        "output": Rewind(g.out_pixels * oc),
+        **{r: Rewind(0) for r in ("weights", "bias", "const")},
+    }
+    return [Loop("batches", g.batches, items, addr=batch)]
 
 
 # ------------------------------------------------------- depthwise_conv_s8_mult_4
@@ -674,19 +843,55 @@ def _dwm4_items(g: Geom, mult: int) -> list:
         out4 += requant_out_items(True, src, "dwm4")
     items: list = []
     tiles = g.in_c * (mult // 4)
+    oc, ic = g.out_c, g.in_c
+    # address rules: per tap the next pixel / filter column, per tap row the next row;
+    # a tile is 4 out channels of one input channel (outputs and parameters one channel
+    # apart); pixels of a class at their clamped windows, filters from the first
+    # in-bounds tap
+    classes = pixels_by(g, rows_cols_key(g))
+    walk = PixelWalk(g)
+    nxt = {"output": 1, "const": 8}
+    tmoves = _out_moves(out4, [{}, nxt, nxt, nxt])
     for ry, ny in sorted(g.rows_valid().items()):
         for cx, nx in sorted(g.cols_valid().items()):
+            oy, ox = classes[(ry, cx)][0]
+            kr0 = max(0, g.pad_t - oy * g.s_h)
+            kc0 = max(0, g.pad_l - ox * g.s_w)
             tile = [
                 k["tile"],
                 Loop(
-                    "c_dwm4_rows", ry, [k["row"], Loop("c_dwm4_cols", cx, [k["mac"]]), k["row_end"]]
+                    "c_dwm4_rows",
+                    ry,
+                    [
+                        k["row"],
+                        Loop(
+                            "c_dwm4_cols",
+                            cx,
+                            [k["mac"]],
+                            addr={"input": Rewind(ic), "weights": Rewind(oc)},
+                        ),
+                        k["row_end"],
+                    ],
+                    addr={"input": Rewind(g.in_w * ic), "weights": Rewind(g.k_w * oc)},
                 ),
                 *out4,
                 k["tile_end"],
             ]
-            items.append(
-                Loop(f"c_dwm4_pixels_{ry}x{cx}", ny * nx, [Loop("c_dwm4_tiles", tiles, tile)])
+            tiles_loop = Loop(
+                "c_dwm4_tiles",
+                tiles,
+                tile,
+                addr={
+                    "input": Rewind(0, every=mult // 4, skip=1),
+                    "weights": Rewind(4, start=(kr0 * g.k_w + kc0) * oc),
+                    "output": Rewind(4),
+                    "const": Rewind(32),
+                },
+                moves=tmoves,
             )
+            rules = walk.rules(classes[(ry, cx)])
+            rules.update({r: Rewind(0) for r in ("weights", "bias", "const")})
+            items.append(Loop(f"c_dwm4_pixels_{ry}x{cx}", ny * nx, [tiles_loop], addr=rules))
     return items
 
 

@@ -16,9 +16,33 @@ from __future__ import annotations
 
 from functools import cache
 
-from mcusim.isa.schedule import Block, Loop
+from mcusim.isa.schedule import Block, Loop, Rewind
 
 from .cmsis_c_common import requant_out_items
+
+# Address rules (cache model only, docs/cost-model.md "Address streams"). These C loops
+# index their rows with the column counter ([rn, r3]) instead of moving pointers, so the
+# column loops carry Rewind(step) rules. Where one block reads two or three rows of the
+# same tensor through the same counter, the rows fold into one pointer stepping over
+# all of them (the rows are contiguous: the same bytes in another order). The
+# requantization reads a channel's multiplier and shift through pointers it never
+# moves: the per-channel parameters are one 8-byte step per channel of the "const"
+# pointer (the same lines as multipliers + shifts). Its store goes through the output
+# pointer without moving it: the caller's loops place it (``moves`` per output block).
+
+
+def _out_moves(outs: list, deltas: list[dict]) -> dict:
+    """moves for requant_out_items sequences: ``deltas[i]`` before output i's blocks
+    (pre block: "const" moves, post block: "output" moves)."""
+    mv: dict = {}
+    for i, d in enumerate(deltas):
+        pre, post = outs[3 * i], outs[3 * i + 2]
+        if d.get("const"):
+            mv[pre] = {"const": d["const"]}
+        if d.get("output"):
+            mv[post] = {"output": d["output"]}
+    return mv
+
 
 # ------------------------------------------------------ arm_nn_mat_mult_kernel_s8_s16
 # 24 instructions, 4 MACs: ch_0_out_0 lives on the stack (8 accumulators + 4 pointers do
@@ -131,24 +155,61 @@ def _s8s16_blocks():
     }
 
 
-def mat_mult_kernel_s8_s16_c(out_ch: int, cols: int) -> list:
-    """One call of arm_nn_mat_mult_kernel_s8_s16 (pure C) on two im2col columns."""
+def mat_mult_kernel_s8_s16_c(out_ch: int, cols: int, out_row: int | None = None) -> list:
+    """One call of arm_nn_mat_mult_kernel_s8_s16 (pure C) on two im2col columns.
+    ``out_row``: bytes between the two columns' outputs (the layer's output channels;
+    default ``out_ch``)."""
     from .cmsis_c_common import entry_block, exit_block
 
     k = _s8s16_blocks()
+    ob = out_ch if out_row is None else out_row
     outs = []
     for i, src in enumerate(("r6", "r5", "r7", "r6")):
         outs += requant_out_items(True, src if i < 3 else "r0", "s8s16")
+    # outputs: r6 = (column 1, ch 0), r5 = (column 0, ch 1), r7 = (column 1, ch 1),
+    # r0 = (column 0, ch 0); column 1's outputs one output row (ob bytes) further
+    moves = _out_moves(
+        outs,
+        [
+            {"output": ob},
+            {"output": 1 - ob, "const": 8},
+            {"output": ob},
+            {"output": -ob - 1, "const": -8},
+        ],
+    )
     row = Loop(
         "c_s8s16_rows",
         out_ch // 2,
-        [k["row_setup"], Loop("c_s8s16_cols", cols, [k["inner"]]), *outs, k["row_end"]],
+        [
+            k["row_setup"],
+            # both filter rows (2 x cols bytes) and both s16 columns (2 x 2 x cols)
+            Loop(
+                "c_s8s16_cols",
+                cols,
+                [k["inner"]],
+                addr={"weights": Rewind(2), "scratch": Rewind(4)},
+            ),
+            *outs,
+            k["row_end"],
+        ],
+        addr={
+            "weights": Rewind(2 * cols),
+            "scratch": Rewind(0),
+            "output": Rewind(2),
+            "const": Rewind(16),
+        },
+        moves=moves,
     )
     items = [entry_block("arm_nn_mat_mult_kernel_s8_s16"), row]
     if out_ch % 2:
         items += [
             k["odd_setup"],
-            Loop("c_s8s16_odd_cols", cols, [k["odd"]]),
+            Loop(
+                "c_s8s16_odd_cols",
+                cols,
+                [k["odd"]],
+                addr={"weights": Rewind(1), "scratch": Rewind(4)},
+            ),
             *requant_out_items(True, "r6", "s8s16"),
             *requant_out_items(True, "r5", "s8s16"),
         ]
@@ -204,10 +265,22 @@ def leftover_column_c(out_ch: int, cols: int) -> list:
             out_ch,
             [
                 setup,
-                Loop("c_left_col_cols", cols, [inner]),
+                Loop(
+                    "c_left_col_cols",
+                    cols,
+                    [inner],
+                    addr={"weights": Rewind(1), "scratch": Rewind(2)},
+                ),
                 *requant_out_items(True, "r6", "left"),
                 end,
             ],
+            # filter row per channel, the one s16 column re-read, one output byte
+            addr={
+                "weights": Rewind(cols),
+                "scratch": Rewind(0),
+                "output": Rewind(1),
+                "const": Rewind(8),
+            },
         )
     ]
 
@@ -375,35 +448,79 @@ def _nt_blocks():
     }
 
 
-def mat_mult_nt_t_s8_c(lhs_rows: int, rhs_rows: int, cols: int) -> list:
-    """One call of arm_nn_mat_mult_nt_t_s8 (pure C): lhs = pixels, rhs = filters."""
+def mat_mult_nt_t_s8_c(
+    lhs_rows: int, rhs_rows: int, cols: int, lhs_row_bytes: int | None = None
+) -> list:
+    """One call of arm_nn_mat_mult_nt_t_s8 (pure C): lhs = pixels, rhs = filters;
+    ``lhs_row_bytes``: bytes between lhs rows (lhs_cols_offset, default cols).
+
+    Address rules: per filter pair the weight-sum pass reads both rows (the second
+    through [r3, r6], r6 = cols), then every pair of pixels reads the first row again
+    (the second row's loads use the same offset register with another value: they fold
+    onto the first) and two lhs rows ([r7, r0], r0 = lhs_cols_offset); outputs land per
+    pixel one output row (rhs_rows bytes) apart."""
     from .cmsis_c_common import entry_block, exit_block
 
     k = _nt_blocks()
+    lb = cols if lhs_row_bytes is None else lhs_row_bytes
+    ob = rhs_rows
     out4 = []
     for src in ("r0", "r4", "r5", "r6"):
         out4 += requant_out_items(True, src, "nt")
+    # r0 = (row 0, filter 0), r4 = (row 1, filter 0), r5 = (row 0, filter 1),
+    # r6 = (row 1, filter 1)
+    moves4 = _out_moves(
+        out4,
+        [{}, {"output": ob}, {"output": 1 - ob, "const": 8}, {"output": ob}],
+    )
+    odd2 = [*requant_out_items(True, "r6", "nt"), *requant_out_items(True, "r4", "nt")]
     pair_body = [
         k["pair_head"],
-        Loop("c_nt_sum", cols, [k["sum"]]),
+        Loop("c_nt_sum", cols, [k["sum"]], regs={"r6": cols}),
         k["pair_setup"],
         Loop(
             "c_nt_row_pairs",
             lhs_rows // 2,
-            [k["rows_setup"], Loop("c_nt_cols", cols, [k["inner"]]), *out4, k["rows_end"]],
+            [
+                k["rows_setup"],
+                Loop(
+                    "c_nt_cols",
+                    cols,
+                    [k["inner"]],
+                    regs={"r0": lb},
+                ),
+                *out4,
+                k["rows_end"],
+            ],
+            addr={
+                "weights": Rewind(0, start=-cols),  # back to the pair's rows after the sums
+                "input": Rewind(2 * lb),
+                "output": Rewind(2 * ob),
+                "const": Rewind(0),
+            },
+            moves=moves4,
         ),
     ]
     if lhs_rows % 2:
-        pair_body += [
-            k["odd_setup"],
-            Loop("c_nt_odd_row_cols", cols, [k["odd"]]),
-            *requant_out_items(True, "r6", "nt"),
-            *requant_out_items(True, "r4", "nt"),
-        ]
+        pair_body += [k["odd_setup"], Loop("c_nt_odd_row_cols", cols, [k["odd"]]), *odd2]
     pair_body.append(k["pair_end"])
     items = [
         entry_block("arm_nn_mat_mult_nt_t_s8"),
-        Loop("c_nt_filter_pairs", rhs_rows // 2, pair_body),
+        Loop(
+            "c_nt_filter_pairs",
+            rhs_rows // 2,
+            pair_body,
+            # the odd row's second output (filter 1) is one byte on; [r1, r5] of its
+            # loop reads the second filter row (r5 = cols - 1 after the increment)
+            addr={
+                "weights": Rewind(2 * cols),
+                "input": Rewind(0),
+                "output": Rewind(2),
+                "const": Rewind(16),
+            },
+            moves=_out_moves(odd2, [{}, {"output": 1, "const": 8}]),
+            regs={"r5": cols - 1},
+        ),
     ]
     if rhs_rows % 2:
         items.append(k["last_setup"])
@@ -412,10 +529,21 @@ def mat_mult_nt_t_s8_c(lhs_rows: int, rhs_rows: int, cols: int) -> list:
                 "c_nt_last_filter_rows",
                 lhs_rows,
                 [
-                    Loop("c_nt_last_cols", cols, [k["last"]]),
+                    Loop(
+                        "c_nt_last_cols",
+                        cols,
+                        [k["last"]],
+                        addr={"input": Rewind(1), "weights": Rewind(1)},
+                    ),
                     *requant_out_items(True, "r0", "nt"),
                     k["last_end"],
                 ],
+                addr={
+                    "weights": Rewind(0),
+                    "input": Rewind(lb),
+                    "output": Rewind(ob),
+                    "const": Rewind(0),
+                },
             )
         )
     items.append(exit_block("arm_nn_mat_mult_nt_t_s8"))
@@ -571,22 +699,48 @@ def vec_mat_mult_t_s8_c(rows: int, cols: int, wofs: bool, per_channel: bool) -> 
     out3 = []
     for src in ("r0", "r4", "r7"):
         out3 += requant_out_items(per_channel, src, "vm")
+    step = {"input": Rewind(1), "weights": Rewind(1)}
     return [
         entry_block(fn),
+        # 3 filter rows per pass (folded: 3 bytes per column), the input re-read per
+        # pass, outputs (and per-channel parameters) 3 per pass
         Loop(
             "c_vm_rows3",
             rows // 3,
-            [k["setup3"], Loop("c_vm3_cols", cols, [k["inner3"]]), *out3, k["end3"]],
+            [
+                k["setup3"],
+                Loop(
+                    "c_vm3_cols",
+                    cols,
+                    [k["inner3"]],
+                    addr={"input": Rewind(1), "weights": Rewind(3)},
+                ),
+                *out3,
+                k["end3"],
+            ],
+            addr={
+                "weights": Rewind(3 * cols),
+                "input": Rewind(0),
+                "output": Rewind(3),
+                "const": Rewind(24),
+            },
+            moves=_out_moves(out3, [{}, {"output": 1, "const": 8}, {"output": 1, "const": 8}]),
         ),
         Loop(
             "c_vm_rows1",
             rows % 3,
             [
                 k["setup1"],
-                Loop("c_vm1_cols", cols, [k["inner1"]]),
+                Loop("c_vm1_cols", cols, [k["inner1"]], addr=step),
                 *requant_out_items(per_channel, "r0", "vm"),
                 k["end1"],
             ],
+            addr={
+                "weights": Rewind(cols),
+                "input": Rewind(0),
+                "output": Rewind(1),
+                "const": Rewind(8),
+            },
         ),
         exit_block(fn),
     ]

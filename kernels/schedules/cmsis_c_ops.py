@@ -25,7 +25,7 @@ import numpy as np
 
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op
-from mcusim.isa.schedule import Block, Loop, Program
+from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
 from .cmsis_c_common import (
     entry_block,
@@ -36,7 +36,8 @@ from .cmsis_c_common import (
     requant_out_items,
 )
 from .cmsis_c_matmul import vec_mat_mult_t_s8_c
-from .common import per_channel, pool_geom, weight_zero_point
+from .common import PixelWalk, per_channel, pixels_by, pool_geom, taps_key, weight_zero_point
+from .mve_common import tap_walk
 
 
 def _b(text: str, name: str) -> Block:
@@ -81,6 +82,12 @@ def fully_connected_c_program(graph: Graph, op: Op) -> Program:
             "c_fc_batches",
             batches,
             [*vec_mat_mult_t_s8_c(out_f, in_f, wofs, pc), _b(FC_BATCH_END, "c_fc_batch_end")],
+            # one input row per batch; every batch re-reads weights, biases, parameters
+            addr={
+                "input": Rewind(in_f),
+                "output": Rewind(out_f),
+                **{r: Rewind(0) for r in ("weights", "bias", "const")},
+            },
         ),
         exit_block(fn),
     ]
@@ -171,20 +178,43 @@ def avg_pool_c_program(graph: Graph, op: Op) -> Program:
     g = pool_geom(graph, op)
     taps = g.k_h * g.k_w
     items: list = []
+    classes = pixels_by(g, taps_key(g))
+    c = g.in_c
     for n_valid, npix in sorted(g.taps_valid().items()):
         body = [
             _b(AVG_OUT_SETUP, "c_avg_out_setup"),
             Loop("c_avg_rows", g.k_h, [_b(AVG_ROW, "c_avg_row"), _b(AVG_ROW_END, "c_avg_row_end")]),
-            Loop("c_avg_taps_in", n_valid, [_b(AVG_TAP_IN, "c_avg_tap_in")]),
+            # the in-bounds taps of the window, one channel: its loads do not move the
+            # pointer ([r2, r0], r0 = 0)
+            Loop(
+                "c_avg_taps_in",
+                n_valid,
+                [_b(AVG_TAP_IN, "c_avg_tap_in")],
+                addr={"input": tap_walk(g, classes[n_valid], c)},
+            ),
             Loop("c_avg_taps_out", taps - n_valid, [_b(AVG_TAP_OUT, "c_avg_tap_out")]),
             _b(AVG_DIV, "c_avg_div"),
             idiv_block(),
             _b(AVG_STORE, "c_avg_store"),
         ]
-        items.append(Loop(f"c_avg_outputs_{n_valid}taps", npix * g.in_c, body))
+        # one output per (pixel, channel): channels one byte apart, the next pixel's
+        # window stride_x pixels on (an estimate across the class's row ends: the pointers
+        # continue from class to class); the output store does not move its pointer
+        items.append(
+            Loop(
+                f"c_avg_outputs_{n_valid}taps",
+                npix * g.in_c,
+                body,
+                addr={
+                    "input": Rewind(1, every=c, skip=(g.s_w - 1) * c),
+                    "output": Rewind(1),
+                },
+            )
+        )
+    batch = {"input": Rewind(g.in_h * g.in_w * c), "output": Rewind(g.out_pixels * c)}
     prog = [
         entry_block("arm_avgpool_s8"),
-        Loop("batches", g.batches, items),
+        Loop("batches", g.batches, items, addr=batch),
         exit_block("arm_avgpool_s8"),
     ]
     return Program(prog, kernel="arm_avgpool_s8 (C)", macs=0)
@@ -375,21 +405,31 @@ def max_pool_c_program(graph: Graph, op: Op) -> Program:
     c = g.in_c
     aligned = c % 4 == 0
     read4 = lambda src, blk: [blk, *memcpy_items(4, False, src, "stack")]  # noqa: E731
+    cmp4_blk = _b(MAX_CMP4, "c_max_cmp4")
     cmp4 = [
         *read4("output", _b(MAX_CMP4_READ, "c_max_cmp4_read_dst")),
         *read4("input", _b(MAX_CMP4_READ2, "c_max_cmp4_read_src")),
-        _b(MAX_CMP4, "c_max_cmp4"),
+        cmp4_blk,
         *memcpy_items(4, False, "stack", "output"),
         _b(MAX_CMP4_END, "c_max_cmp4_end"),
     ]
+    # address rules: 4 channels per step, the output word read then written back in place
+    cmp4_rules = {
+        "addr": {"output": Rewind(4), "input": Rewind(4)},
+        "moves": {cmp4_blk: {"output": -4}},
+    }
+    classes = pixels_by(g, taps_key(g))
+    walk = PixelWalk(g)
     pixels: list = []
     for n_taps, npix in sorted(g.taps_valid().items()):
+        w = tap_walk(g, classes[n_taps], c)
         body = [
             _b(MAX_PIXEL, "c_max_pixel"),
             Loop(
                 "c_max_first_tap",
                 1 if n_taps else 0,
-                [
+                addr={"output": Rewind(0)},  # the output pixel is merged in place per tap
+                body=[
                     _b(MAX_TAP, "c_max_tap"),
                     _b(MAX_FIRST_CALL, "c_max_first_call"),
                     *memcpy_items(c, aligned, "input", "output"),
@@ -399,10 +439,15 @@ def max_pool_c_program(graph: Graph, op: Op) -> Program:
             Loop(
                 "c_max_taps",
                 max(n_taps - 1, 0),
-                [
+                # the other taps of the window (the first copy left the input one tap on)
+                addr={
+                    "output": Rewind(0),
+                    "input": Rewind(c, every=w.every, skip=w.skip, phase=1),
+                },
+                body=[
                     _b(MAX_TAP, "c_max_tap"),
                     _b(MAX_CMP_CALL, "c_max_cmp_call"),
-                    Loop("c_max_cmp4", c // 4, cmp4),
+                    Loop("c_max_cmp4", c // 4, cmp4, **cmp4_rules),
                     Loop("c_max_cmp1", c % 4, [_b(MAX_CMP1, "c_max_cmp1")]),
                     _b(MAX_CMP_RET, "c_max_cmp_ret"),
                     _b(MAX_TAP_END, "c_max_tap_end"),
@@ -410,8 +455,12 @@ def max_pool_c_program(graph: Graph, op: Op) -> Program:
             ),
             _b(MAX_PIXEL_END, "c_max_pixel_end"),
         ]
-        pixels.append(Loop(f"c_max_pixels_{n_taps}taps", npix, body))
+        pixels.append(
+            Loop(f"c_max_pixels_{n_taps}taps", npix, body, addr=walk.rules(classes[n_taps]))
+        )
     total = g.out_pixels * c
+    clamp4_blk = _b(CLAMP4, "c_clamp4")
+    back = -walk.used["output"]  # clamp_output runs over the whole output from its start
     clamp = [
         _b(CLAMP_CALL, "c_clamp_call"),
         Loop(
@@ -420,17 +469,25 @@ def max_pool_c_program(graph: Graph, op: Op) -> Program:
             [
                 _b(CLAMP4_READ, "c_clamp4_read"),
                 *memcpy_items(4, False, "output", "stack"),
-                _b(CLAMP4, "c_clamp4"),
+                clamp4_blk,
                 *memcpy_items(4, False, "stack", "output"),
                 _b(CLAMP4_END, "c_clamp4_end"),
             ],
+            addr={"output": Rewind(4, start=back)},
+            moves={clamp4_blk: {"output": -4}},
         ),
-        Loop("c_clamp1", total % 4, [_b(CLAMP1, "c_clamp1")]),
+        Loop(
+            "c_clamp1",
+            total % 4,
+            [_b(CLAMP1, "c_clamp1")],
+            addr={"output": Rewind(1, start=0 if total // 4 else back)},
+        ),
         _b(MAX_CMP_RET, "c_clamp_ret"),
     ]
+    batch = {"input": Rewind(g.in_h * g.in_w * c), "output": Rewind(total)}
     items = [
         entry_block("arm_max_pool_s8"),
-        Loop("batches", g.batches, [*pixels, *clamp]),
+        Loop("batches", g.batches, [*pixels, *clamp], addr=batch),
         exit_block("arm_max_pool_s8"),
     ]
     return Program(items, kernel="arm_max_pool_s8 (C)", macs=0)
@@ -533,7 +590,10 @@ def elementwise_c_program(graph: Graph, op: Op) -> Program:
             *requant_out_items(False, "r0", "add"),
             end,
         ]
-    items = [entry_block(fn), Loop("c_elementwise", n, body), exit_block(fn)]
+    # one element of each input and of the output per iteration (the store does not
+    # move its pointer)
+    step = {t: Rewind(1) for t in ("input", "input2", "output")}
+    items = [entry_block(fn), Loop("c_elementwise", n, body, addr=step), exit_block(fn)]
     return Program(items, kernel=f"{fn} (C)", macs=0)
 
 
@@ -706,6 +766,7 @@ def softmax_c_program(graph: Graph, op: Op) -> Program:
             "c_sm_sum",
             row,
             [_b(SM_DIFF, "c_sm_diff"), *mul_sat_items("sm"), *exp, _b(SM_SUM_END, "c_sm_sum_end")],
+            addr={"input": Rewind(1, start=-row)},  # the row again, from its start
         ),
         *mid,
         Loop(
@@ -719,12 +780,15 @@ def softmax_c_program(graph: Graph, op: Op) -> Program:
                 *mul_sat_items("sm"),
                 _b(SM_OUT_END, "c_sm_out_end"),
             ],
+            # the row a third time; one output per element (the store's pointer
+            # increment is undone by the counter decrement through the same register)
+            addr={"input": Rewind(1, start=-row), "output": Rewind(1)},
         ),
         _b(SM_ROW_END, "c_sm_row_end"),
     ]
     items = [
         entry_block("arm_nn_softmax_common_s8"),
-        Loop("c_sm_rows", rows, body),
+        Loop("c_sm_rows", rows, body, addr={"input": Rewind(row), "output": Rewind(row)}),
         exit_block("arm_nn_softmax_common_s8"),
     ]
     return Program(

@@ -142,3 +142,21 @@ def memset_mve_items(n: int, dst: str) -> list:
         return f"vstrb.8 q0, [r0], #16 {{{dst}}}{note}\nletp   lr, .Lmset\n"
 
     return [entry, *tp_loop(f"memset_mve_{dst}", n, 16, body)]
+
+
+# --- address rules (cache model only; timing never reads them) ---------------------------
+def tap_walk(g, pixels: list[tuple[int, int]], pix: int, row: int | None = None):
+    """Rewind of an im2col copy loop over the in-bounds taps of ``pixels`` (one class of
+    output pixels with the same number of in-bounds taps): taps row by row, ``pix`` bytes
+    apart, the next input row (``row`` bytes, default in_w * in_c * d_h) after each row of
+    in-bounds taps. When every pixel of the class has the same number of in-bounds
+    columns the walk is exact; otherwise full filter rows are assumed."""
+    from mcusim.isa.schedule import Rewind
+
+    from .common import rows_cols_key
+
+    key = rows_cols_key(g)
+    cols = {key(oy, ox)[1] for oy, ox in pixels}
+    per_row = cols.pop() if len(cols) == 1 else g.k_w
+    row = g.in_w * g.in_c * g.d_h if row is None else row
+    return Rewind(pix, every=max(per_row, 1), skip=row - per_row * pix)

@@ -18,11 +18,19 @@ arm_fully_connected_per_channel_s8 -> arm_nn_vec_mat_mult_t_per_ch_s8, same MVE 
 from __future__ import annotations
 
 from mcusim.graph import Graph, Op
-from mcusim.isa.schedule import Loop, Program
+from mcusim.isa.schedule import Loop, Program, Rewind
 
 from . import cmsis_conv as dsp
-from .common import Geom, conv_geom, per_channel, weight_zero_point
-from .mve_common import block, memcpy_mve_items, memset_mve_items
+from .common import (
+    Geom,
+    PixelWalk,
+    conv_geom,
+    per_channel,
+    pixels_by,
+    taps_key,
+    weight_zero_point,
+)
+from .mve_common import block, memcpy_mve_items, memset_mve_items, tap_walk
 from .mve_matmul import mat_mult_nt_t_s8_mve, vec_mat_mult_t_s8_mve
 
 MVE_PIXEL_END = """
@@ -56,13 +64,21 @@ str    r3, [sp, #68]                 ; im2col_buf = buffer_a
 ROW_END = "adds r4, #1\ncmp r4, r5\nblt .Lrows\n"
 
 
-def _im2col_column_mve(g: Geom, kernel_ch: int, n_valid: int) -> list:
-    """One int8 im2col column with ``n_valid`` in-bounds taps (MVE memcpy/memset)."""
+def _im2col_column_mve(g: Geom, kernel_ch: int, n_valid: int, pixels: list) -> list:
+    """One int8 im2col column with ``n_valid`` in-bounds taps (MVE memcpy/memset);
+    ``pixels``: the output pixels of that class (for the address rules)."""
     taps = g.k_h * g.k_w
+    # arm_memcpy_s8 / arm_memset_s8 move their pointers 16 bytes per vector: after each
+    # tap the column pointer is put back to the tap's real end (kernel_ch bytes on)
+    fix = {block(dsp.TAP_END, "conv_tap_end"): {"scratch": kernel_ch - 16 * -(-kernel_ch // 16)}}
+    # taps row by row: the next (dilated) pixel, after k_w taps the next (dilated) row
+    pix = g.in_c * g.d_w
     copy = Loop(
         "im2col_copy_taps",
         n_valid,
-        [
+        addr={"input": tap_walk(g, pixels, pix)},
+        moves=fix,
+        body=[
             block(dsp.TAP_TEST, "conv_tap_test"),
             block(dsp.TAP_COPY_ARGS, "conv_tap_copy_args"),
             *memcpy_mve_items(kernel_ch, "input", "scratch"),
@@ -72,7 +88,8 @@ def _im2col_column_mve(g: Geom, kernel_ch: int, n_valid: int) -> list:
     pad = Loop(
         "im2col_pad_taps",
         taps - n_valid,
-        [
+        moves=fix,
+        body=[
             block(dsp.TAP_TEST_PAD, "conv_tap_test_pad"),
             block(dsp.TAP_PAD_ARGS, "conv_tap_pad_args"),
             *memset_mve_items(kernel_ch, "scratch"),
@@ -92,10 +109,23 @@ def convolve_s8_mve_items(g: Geom, kernel_ch: int, groups: int) -> list:
     rhs_cols = g.k_h * g.k_w * kernel_ch
     out_ch_g = g.out_c // groups
     n_pix = g.out_pixels
+    col = rhs_cols + (-rhs_cols) % 4  # im2col column stride (padded to 4 bytes)
     per_group: list = []
+    classes = pixels_by(g, taps_key(g))
+    walk = PixelWalk(g, ("input",))
     for n_valid, count in sorted(g.taps_valid().items()):
         per_group.append(
-            Loop(f"im2col_pixels_{n_valid}taps", count, _im2col_column_mve(g, kernel_ch, n_valid))
+            Loop(
+                f"im2col_pixels_{n_valid}taps",
+                count,
+                _im2col_column_mve(g, kernel_ch, n_valid, classes[n_valid]),
+                # each pixel at its own input window; columns fill the 4-column buffer
+                # in turn (pixel i of a class in slot i % 4)
+                addr={
+                    **walk.rules(classes[n_valid]),
+                    "scratch": Rewind(col, every=4, skip=-4 * col),
+                },
+            )
         )
     per_group.append(
         Loop(
@@ -103,22 +133,55 @@ def convolve_s8_mve_items(g: Geom, kernel_ch: int, groups: int) -> list:
             n_pix // 4,
             [
                 block(QUAD_ARGS, "conv_quad_args"),
-                *mat_mult_nt_t_s8_mve(4, out_ch_g, rhs_cols, "scratch"),
+                *mat_mult_nt_t_s8_mve(4, out_ch_g, rhs_cols, "scratch", col, g.out_c),
                 block(QUAD_END, "conv_quad_end"),
             ],
+            # every 4 columns re-read all filters, biases and requantization parameters
+            # and the 4-column buffer, and write the outputs of the next 4 pixels
+            addr={
+                **{r: Rewind(0) for r in ("weights", "bias", "const", "scratch")},
+                "output": Rewind(4 * g.out_c),
+            },
         )
     )
     if n_pix % 4:
         per_group += [
             block(QUAD_ARGS, "conv_quad_args"),
-            *mat_mult_nt_t_s8_mve(n_pix % 4, out_ch_g, rhs_cols, "scratch"),
+            *mat_mult_nt_t_s8_mve(n_pix % 4, out_ch_g, rhs_cols, "scratch", col, g.out_c),
         ]
-    body = [Loop("conv_groups", groups, per_group)] if groups > 1 else per_group
+    body: list = per_group
+    if groups > 1:
+        # group k: input channels k * kernel_ch.., filters and outputs k * out_ch_g..
+        body = [
+            Loop(
+                "conv_groups",
+                groups,
+                per_group,
+                addr={
+                    "input": Rewind(kernel_ch),
+                    "weights": Rewind(out_ch_g * rhs_cols),
+                    "bias": Rewind(4 * out_ch_g),
+                    "const": Rewind(4 * out_ch_g),
+                    "output": Rewind(out_ch_g),
+                    "scratch": Rewind(0),
+                },
+            )
+        ]
     return [
         block(dsp.CONV_ENTRY, "conv_entry"),
-        Loop("batches", g.batches, body),
+        Loop("batches", g.batches, body, addr=_batch_rules(g)),
         block(dsp.CONV_EXIT, "conv_exit"),
     ]
+
+
+def _batch_rules(g: Geom) -> dict:
+    """Each batch reads its own input image and writes its own output image; the filters,
+    biases, parameters and scratch are the same."""
+    return {
+        "input": Rewind(g.in_h * g.in_w * g.in_c),
+        "output": Rewind(g.out_pixels * g.out_c),
+        **{r: Rewind(0) for r in ("weights", "bias", "const", "scratch")},
+    }
 
 
 def _one_x_n_split(g: Geom) -> tuple[int, int, int, int, int] | None:
@@ -143,18 +206,19 @@ def convolve_1_x_n_mve_items(g: Geom, split) -> list:
     rhs_cols = g.k_w * g.in_c
     n_left = rhs_cols
     n_right = rhs_cols - g.in_c
+    lb = g.s_w * g.in_c  # the windows of consecutive outputs slide by stride_x pixels
     per_batch = [
         *memset_mve_items(pad_l, "scratch"),
         *memcpy_mve_items(n_left, "input", "scratch"),
-        *mat_mult_nt_t_s8_mve(left, g.out_c, rhs_cols, "scratch"),
-        *mat_mult_nt_t_s8_mve(mid, g.out_c, rhs_cols),
+        *mat_mult_nt_t_s8_mve(left, g.out_c, rhs_cols, "scratch", lb),
+        *mat_mult_nt_t_s8_mve(mid, g.out_c, rhs_cols, "input", lb),
         *memcpy_mve_items(n_right, "input", "scratch"),
         *memset_mve_items(pad_r, "scratch"),
-        *mat_mult_nt_t_s8_mve(right, g.out_c, rhs_cols, "scratch"),
+        *mat_mult_nt_t_s8_mve(right, g.out_c, rhs_cols, "scratch", lb),
     ]
     return [
         block(dsp.CONV_ENTRY, "conv_entry"),
-        Loop("batches", g.batches, per_batch),
+        Loop("batches", g.batches, per_batch, addr=_batch_rules(g)),
         block(dsp.CONV_EXIT, "conv_exit"),
     ]
 
@@ -170,10 +234,23 @@ def conv_items(g: Geom, kernel_ch: int) -> tuple[list, str]:
                 block(dsp.CONV_EXIT, "conv_exit"),
             ]
             return items, "arm_convolve_1x1_s8_fast -> arm_nn_mat_mult_nt_t_s8 (MVE)"
+        row_in = g.s_h * g.in_w * g.in_c
         row = Loop(
             "conv1x1_out_rows",
             g.batches * g.out_h,
-            [*mat_mult_nt_t_s8_mve(g.out_w, g.out_c, g.in_c), block(ROW_END, "conv1x1_row_end")],
+            [
+                *mat_mult_nt_t_s8_mve(g.out_w, g.out_c, g.in_c, "input", g.s_w * g.in_c),
+                block(ROW_END, "conv1x1_row_end"),
+            ],
+            # one call per output row: its strided input row (the next image after
+            # out_h rows), its output row; every row re-reads the filters and parameters
+            addr={
+                "input": Rewind(
+                    row_in, every=g.out_h, skip=g.in_h * g.in_w * g.in_c - g.out_h * row_in
+                ),
+                "output": Rewind(g.out_w * g.out_c),
+                **{r: Rewind(0) for r in ("weights", "bias", "const")},
+            },
         )
         items = [block(dsp.CONV_ENTRY, "conv_entry"), row, block(dsp.CONV_EXIT, "conv_exit")]
         return items, "arm_convolve_1x1_s8 -> arm_nn_mat_mult_nt_t_s8 (MVE)"
@@ -239,6 +316,13 @@ def fully_connected_program(graph: Graph, op: Op) -> Program:
             "fc_batches",
             batches,
             [*vec_mat_mult_t_s8_mve(out_f, in_f, wofs, pc), block(FC_BATCH_END, "fc_batch_end")],
+            # one input row per batch; every batch re-reads the weights, kernel sums and
+            # requantization parameters
+            addr={
+                "input": Rewind(in_f),
+                "output": Rewind(out_f),
+                **{r: Rewind(0) for r in ("weights", "bias", "const", "scratch")},
+            },
         ),
         block(FC_EXIT, "fc_exit"),
     ]

@@ -19,11 +19,11 @@ Dispatch (ARM_MATH_MVEI, GCC):
 from __future__ import annotations
 
 from mcusim.graph import Graph, Op
-from mcusim.isa.schedule import Block, Loop, Program
+from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
 from . import cmsis_conv as dsp_conv
 from . import cmsis_depthwise as dsp_dw
-from .common import Geom, conv_geom
+from .common import Geom, PixelWalk, conv_geom, pixels_by, taps_key
 from .mve_common import (
     block,
     lanes_note,
@@ -31,6 +31,7 @@ from .mve_common import (
     memset_mve_items,
     offset_clamp,
     requant_mve_32x4,
+    tap_walk,
 )
 from .mve_conv import conv_items
 
@@ -168,36 +169,90 @@ vmov.i32 q0, #0
 
 
 def _groups(active: int, setup: Block, tap: Block, out, taps: int, name: str) -> list:
-    """4-channel groups over ``active`` channels; a partial last group stores fewer lanes."""
+    """4-channel groups over ``active`` channels; a partial last group stores fewer lanes.
+    Address rules: group k reads the 4 channels' bytes k * 4 on in the im2col rows and
+    in every filter tap (taps ``total_ch`` apart: r9 from the enclosing loop's regs)."""
     full, rem = divmod(active, 4)
     body = [setup, Loop(f"{name}_taps", taps, [tap])]
     items = []
     if full:
-        items.append(Loop(f"{name}_groups", full, [*body, block(out(""), f"{name}_out")]))
+        items.append(
+            Loop(
+                f"{name}_groups",
+                full,
+                [*body, block(out(""), f"{name}_out")],
+                # the output block's "subs r3, #4" (channels left) and "adds r3, #16"
+                # twice land on the const pointer (r3 is its base there): 16 per group
+                addr={
+                    "scratch": Rewind(4),
+                    "weights": Rewind(4),
+                    **({"const": Rewind(16, start=4)} if name == "dw_nt" else {}),
+                },
+            )
+        )
     if rem:
         items += [*body, block(out(lanes_note(rem)), f"{name}_out_tail")]
     return items
 
 
+class _Pos:
+    """Where each stream pointer is (bytes from its base) as loops with Rewind rules run,
+    so a rule can put a pointer on an absolute position."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, int] = {}
+
+    def rule(self, tag: str, count: int, target: int, step: int = 0, **kw) -> Rewind:
+        r = Rewind(step, start=target - self.at.get(tag, 0), **kw)
+        if count:
+            self.at[tag] = self.at.get(tag, 0) + r.offset(count)
+        return r
+
+
 def depthwise_opt_mve_items(g: Geom) -> list:
+    """arm_depthwise_conv_s8_opt (MVE). Address rules (cache model only): channel block
+    ``i`` works on channels i * 124..; each pixel's im2col column (taps x 124 bytes, 4
+    columns in the buffer) is built from the pixel's input window; every 4 pixels
+    re-read the block's filters, biases and parameters. The four im2col row pointers of
+    arm_nn_depthwise_conv_nt_t_s8 fold into the one scratch pointer, and its four
+    pixels' stores are 4 bytes apart (the schedule's immediates), not a row apart."""
     taps = g.k_h * g.k_w
     n_pix = g.out_pixels
+    col = taps * CH_IN_BLOCK_MVE  # im2col column of one pixel
     items: list = [block(DW_ENTRY, "dw_mve_entry")]
     n_blocks = -(-g.in_c // CH_IN_BLOCK_MVE)
+    classes = pixels_by(g, taps_key(g))
+    pos = _Pos()
+    nq, n_left = n_pix // 4, n_pix % 4
     for i in range(n_blocks):
         active = min(CH_IN_BLOCK_MVE, g.in_c - i * CH_IN_BLOCK_MVE)
+        c0 = i * CH_IN_BLOCK_MVE
         per_block: list = []
+        walk = PixelWalk(g, ("input",))
+        walk.used["input"] = pos.at.get("input", 0) - c0  # the walk starts at channel c0
+        # arm_memcpy_s8 / arm_memset_s8 step 16 bytes per vector; taps are 124 bytes apart
+        fix = {
+            block(dsp_conv.TAP_END, "conv_tap_end"): {
+                "scratch": CH_IN_BLOCK_MVE - 16 * -(-active // 16)
+            }
+        }
         for n_valid, count in sorted(g.taps_valid().items()):
+            rules = walk.rules(classes[n_valid])
+            pos.at["input"] = c0 + walk.used["input"]
+            rules["scratch"] = pos.rule("scratch", count, 0, col, every=4, skip=-4 * col)
             per_block.append(
                 Loop(
                     f"dw_im2col_pixels_{n_valid}taps",
                     count,
-                    [
+                    addr=rules,
+                    body=[
                         block(dsp_conv.PIXEL_SETUP, "conv_pixel_setup"),
                         Loop(
                             "dw_im2col_copy",
                             n_valid,
-                            [
+                            addr={"input": tap_walk(g, classes[n_valid], g.in_c)},
+                            moves=fix,
+                            body=[
                                 block(dsp_conv.TAP_TEST, "conv_tap_test"),
                                 block(dsp_conv.TAP_COPY_ARGS, "conv_tap_copy_args"),
                                 *memcpy_mve_items(active, "input", "scratch"),
@@ -207,7 +262,8 @@ def depthwise_opt_mve_items(g: Geom) -> list:
                         Loop(
                             "dw_im2col_pad",
                             taps - n_valid,
-                            [
+                            moves=fix,
+                            body=[
                                 block(dsp_conv.TAP_TEST_PAD, "conv_tap_test_pad"),
                                 block(dsp_conv.TAP_PAD_ARGS, "conv_tap_pad_args"),
                                 *memset_mve_items(active, "scratch"),
@@ -226,11 +282,21 @@ def depthwise_opt_mve_items(g: Geom) -> list:
             taps,
             "dw_nt",
         )
+        # each quad: the 4 columns from the buffer start, the block's filters, biases and
+        # parameters again, the outputs of the next 4 pixels (channels c0..)
         per_block.append(
             Loop(
                 "dw_pixel_quads",
-                n_pix // 4,
+                nq,
                 [block("bl arm_nn_depthwise_conv_nt_t_s8", "dw_nt_call"), *kernel4],
+                addr={
+                    "scratch": pos.rule("scratch", nq, 0),
+                    "weights": pos.rule("weights", nq, c0),
+                    "bias": pos.rule("bias", nq, 4 * c0),
+                    "const": pos.rule("const", nq, 4 * c0),
+                    "output": pos.rule("output", nq, c0, 4 * g.out_c),
+                },
+                regs={"r9": g.in_c},
             )
         )
         left = _groups(
@@ -241,7 +307,21 @@ def depthwise_opt_mve_items(g: Geom) -> list:
             taps,
             "dw_left",
         )
-        per_block.append(Loop("dw_leftover_pixels", n_pix % 4, left))
+        per_block.append(
+            Loop(
+                "dw_leftover_pixels",
+                n_left,
+                left,
+                addr={
+                    "scratch": pos.rule("scratch", n_left, 0, col),
+                    "weights": pos.rule("weights", n_left, c0),
+                    "bias": pos.rule("bias", n_left, 4 * c0),
+                    "const": pos.rule("const", n_left, 4 * c0),
+                    "output": pos.rule("output", n_left, c0 + nq * 4 * g.out_c, g.out_c),
+                },
+                regs={"r9": g.in_c},
+            )
+        )
         items += per_block
     items.append(block(DW_EXIT, "dw_mve_exit"))
     return items

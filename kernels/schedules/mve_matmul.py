@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from mcusim.isa.schedule import Loop
+from mcusim.isa.schedule import Loop, Rewind
 
 from .common import REQUANT_TEXT
 from .mve_common import SCALAR_OUT, block, offset_clamp, requant_mve, requant_mve_32x4, tp_loop
@@ -209,11 +209,30 @@ str    r4, [sp, #4]
 """
 
 
-def mat_mult_nt_t_s8_mve(lhs_rows: int, rhs_rows: int, rhs_cols: int, lhs: str = "input") -> list:
+def mat_mult_nt_t_s8_mve(
+    lhs_rows: int,
+    rhs_rows: int,
+    rhs_cols: int,
+    lhs: str = "input",
+    lhs_row_bytes: int | None = None,
+    out_row_bytes: int | None = None,
+) -> list:
     """One call of arm_nn_mat_mult_nt_t_s8 (MVE): lhs_rows x rhs_rows outputs of rhs_cols.
-    ``lhs`` is the stream the LHS rows come from ("input", or "scratch" for im2col)."""
+    ``lhs`` is the stream the LHS rows come from ("input", or "scratch" for im2col).
+
+    Address rules (cache model only): LHS rows ``lhs_row_bytes`` apart (lhs_cols_offset,
+    default rhs_cols), outputs of one LHS row ``out_row_bytes`` apart (row_address_offset,
+    default rhs_rows). Per group of 4 rows every output channel re-reads its weight row
+    and the 4 LHS rows (the four row pointers fold into the one ``lhs`` pointer: 4 x 16
+    bytes per step, the same bytes when rows are contiguous); each group of 4 rows
+    re-reads all weights, biases and requantization parameters. The output scatter (one
+    byte per row, row_address_offset apart) is one 4-byte access at the first row's
+    output (the address model has no scatter)."""
     b = block
     n16, rem = divmod(rhs_cols, 16)
+    iters = -(-rhs_cols // 16)
+    lb = rhs_cols if lhs_row_bytes is None else lhs_row_bytes
+    ob = rhs_rows if out_row_bytes is None else out_row_bytes
     # the software-pipelined first weights load sits in the channel setup: it is partial
     # only when the whole reduction is shorter than one vector
     first_note = f" {{lanes={rhs_cols}}}" if n16 == 0 else ""
@@ -223,12 +242,29 @@ def mat_mult_nt_t_s8_mve(lhs_rows: int, rhs_rows: int, rhs_cols: int, lhs: str =
     quads = Loop(
         "nt_row_quads",
         lhs_rows // 4,
-        [
+        addr={
+            lhs: Rewind(4 * lb),
+            "weights": Rewind(0),
+            "bias": Rewind(0),
+            "const": Rewind(0),
+            "output": Rewind(4 * ob),
+        },
+        body=[
             b(NT_QUAD_SETUP, "nt_quad_setup"),
             Loop(
                 "nt_channels",
                 rhs_rows,
-                [
+                # channel i: weight row i, the same 4 LHS rows, output byte i; the
+                # epilogue's "adds r3, #1" (dst++) lands on the bias pointer (r3 is the
+                # bias base in that block): Rewind(4) undoes it
+                addr={
+                    "weights": Rewind(rhs_cols),
+                    lhs: Rewind(0),
+                    "bias": Rewind(4),
+                    "const": Rewind(4),
+                    "output": Rewind(1),
+                },
+                body=[
                     b(NT_CH_SETUP.format(note=first_note), "nt_ch_setup"),
                     *inner,
                     b(NT_CH_EPILOGUE, "nt_ch_epilogue"),
@@ -240,16 +276,24 @@ def mat_mult_nt_t_s8_mve(lhs_rows: int, rhs_rows: int, rhs_cols: int, lhs: str =
     items: list = [b("bl arm_nn_mat_mult_nt_t_s8", "nt_call"), b(NT_ENTRY, "nt_mve_entry"), quads]
     left = lhs_rows % 4
     if left:
-        ch_body = [
-            b(NT_ROW1_SETUP.format(note=first_note), "nt_row1_setup"),
-            *inner1,
-            b(NT_ROW1_ACC, "nt_row1_acc"),
-        ]
+        setup1 = b(NT_ROW1_SETUP.format(note=first_note), "nt_row1_setup")
+        ch_body = [setup1, *inner1, b(NT_ROW1_ACC, "nt_row1_acc")]
+        # a channel moves the weights 16 bytes per step plus the software-pipelined load,
+        # the LHS row 16 per step: before each channel's setup the pointers are put on
+        # its weight row and back on the row start (the 4 channels of a quad are the
+        # same blocks, so the loop's start compensates the first move)
+        dw = rhs_cols - 16 * (iters + 1)
+        dl = -16 * iters
         row = [
             Loop(
                 "nt_row1_ch_quads",
                 rhs_rows // 4,
-                [
+                addr={
+                    "weights": Rewind(4 * rhs_cols, start=-dw),
+                    lhs: Rewind(0, start=-dl),
+                },
+                moves={setup1: {"weights": dw, lhs: dl}},
+                body=[
                     *(ch_body * 4),
                     b(NT_ROW1_QUAD_OUT, "nt_row1_quad_out"),
                     b(NT_ROW1_END, "nt_row1_end"),
@@ -259,11 +303,30 @@ def mat_mult_nt_t_s8_mve(lhs_rows: int, rhs_rows: int, rhs_cols: int, lhs: str =
                 "nt_row1_ch_tail",
                 rhs_rows % 4,
                 [*ch_body, b(NT_ROW1_END, "nt_row1_end")],
+                # (the quad loop left the pointers -dw / -dl off)
+                addr={
+                    "weights": Rewind(rhs_cols, start=dw if rhs_rows >= 4 else 0),
+                    lhs: Rewind(0, start=dl if rhs_rows >= 4 else 0),
+                },
             ),
             Loop("nt_row1_tail_out", rhs_rows % 4, [b(NT_ROW1_TAIL_OUT, "nt_row1_tail_out")]),
             b(NT_ROW_NEXT, "nt_row_next"),
         ]
-        items.append(Loop("nt_leftover_rows", left, row))
+        # each leftover row re-reads all weights, biases and parameters
+        items.append(
+            Loop(
+                "nt_leftover_rows",
+                left,
+                row,
+                addr={
+                    lhs: Rewind(lb),
+                    "weights": Rewind(0),
+                    "bias": Rewind(0),
+                    "const": Rewind(0),
+                    "output": Rewind(ob),
+                },
+            )
+        )
     items.append(b(NT_EXIT, "nt_mve_exit"))
     return items
 
@@ -421,10 +484,14 @@ def vec_mat_mult_t_s8_mve(
     tag = "_woff" if weight_offset else ""
     params = VM_PARAMS_PC if per_channel else VM_PARAMS
     pc = "_pc" if per_channel else ""
+    # address rules: 4 weight rows per pass (their four pointers fold into one: 4 x 16
+    # bytes per step, the same bytes when rhs_cols is a multiple of 16), the input vector
+    # re-read per pass, 4 outputs per pass (the scatter's offsets are 0..3: contiguous)
     rows4 = Loop(
         "vm_rows4",
         rhs_rows // 4,
-        [
+        addr={"weights": Rewind(4 * rhs_cols), "input": Rewind(0), "output": Rewind(4)},
+        body=[
             b(VM_ROW4_SETUP, "vm_row4_setup"),
             *tp_loop(f"vm_cols16{tag}", rhs_cols, 16, _vm_inner(weight_offset)),
             *([b(VM_WSUM_OUT, "vm_wsum_out")] if weight_offset else []),
@@ -434,7 +501,8 @@ def vec_mat_mult_t_s8_mve(
     rows1 = Loop(
         "vm_rows1",
         rhs_rows % 4,
-        [
+        addr={"weights": Rewind(rhs_cols), "input": Rewind(0)},
+        body=[
             b(VM_ROW1_SETUP, "vm_row1_setup"),
             *tp_loop(f"vm_row1_cols16{tag}", rhs_cols, 16, _vm_row1_inner(weight_offset)),
             b(VM_ROW1_OUT.replace("{params}", params), f"vm_row1_out{pc}"),

@@ -14,11 +14,11 @@ step: two predicated loads, VMAX, predicated store); the whole output is clamped
 from __future__ import annotations
 
 from mcusim.graph import Graph, Op
-from mcusim.isa.schedule import Loop, Program
+from mcusim.isa.schedule import Loop, Program, Rewind
 
 from .cmsis_pool import AVG_PIXEL, AVG_PIXEL_NEXT, AVG_TAP, AVG_TAP_END, POOL_ENTRY, POOL_EXIT
-from .common import pool_geom
-from .mve_common import block, memcpy_mve_items, tp_loop
+from .common import PixelWalk, pixels_by, pool_geom, taps_key
+from .mve_common import block, memcpy_mve_items, tap_walk, tp_loop
 
 AVG_GROUP_SETUP = """
 vctp.8 r9
@@ -82,7 +82,12 @@ def avg_pool_program(graph: Graph, op: Op) -> Program:
     c = g.in_c
     items: list = [block(POOL_ENTRY, "pool_entry")]
     full, rem = divmod(c, 16)
+    classes = pixels_by(g, taps_key(g))
+    walk = PixelWalk(g)
     for n_taps, npix in sorted(g.taps_valid().items()):
+        # address rules: the tap loop walks the window's in-bounds taps (its loads do not
+        # move the pointer); each 16-channel group 16 bytes on; each pixel at its window
+        taps_rule = {"input": tap_walk(g, classes[n_taps], c)}
         groups: list = []
         for note_lanes, count in ((None, full), (rem, 1 if rem else 0)):
             note = "" if note_lanes is None else f" {{lanes={note_lanes}}}"
@@ -94,13 +99,24 @@ def avg_pool_program(graph: Graph, op: Op) -> Program:
                     count,
                     [
                         block(AVG_GROUP_SETUP, "avg_group_setup"),
-                        Loop("avg_taps", n_taps, [block(_avg_tap(note), f"avg_tap{note}")]),
+                        Loop(
+                            "avg_taps",
+                            n_taps,
+                            [block(_avg_tap(note), f"avg_tap{note}")],
+                            addr=taps_rule,
+                        ),
                         block(_avg_group_out(note), f"avg_group_out{note}"),
                     ],
+                    addr={"input": Rewind(16)},
                 )
             )
         body = [block(AVG_PIXEL, "pool_avg_pixel"), *groups, block(AVG_PIXEL_NEXT, "pool_next")]
-        items.append(Loop(f"avg_pixels_{n_taps}taps", npix * g.batches, body))
+        rules = (
+            walk.rules(classes[n_taps])
+            if g.batches == 1
+            else {"input": Rewind(g.s_w * c), "output": Rewind(c)}
+        )
+        items.append(Loop(f"avg_pixels_{n_taps}taps", npix * g.batches, body, addr=rules))
     items.append(block(POOL_EXIT, "pool_exit"))
     return Program(
         items,
@@ -149,13 +165,22 @@ def max_pool_program(graph: Graph, op: Op) -> Program:
     g = pool_geom(graph, op)
     c = g.in_c
     items: list = [block(POOL_ENTRY, "pool_entry")]
+    classes = pixels_by(g, taps_key(g))
+    walk = PixelWalk(g)
+    vec = 16 * -(-c // 16)  # bytes the MVE loops move their pointers per pixel
     for n_taps, npix in sorted(g.taps_valid().items()):
+        # address rules: the first tap is copied to the output pixel, every other tap of
+        # the window (the walk one tap on, from where the copy left the input) merged
+        # into it in place
+        w = tap_walk(g, classes[n_taps], c)
+        later = Rewind(c, start=c - vec, every=w.every, skip=w.skip, phase=1)
         body = [
             block(AVG_PIXEL, "pool_avg_pixel"),
             Loop(
                 "max_first_tap",
                 1 if n_taps else 0,
-                [
+                addr={"output": Rewind(0)},
+                body=[
                     block(AVG_TAP, "pool_avg_tap"),
                     *memcpy_mve_items(c, "input", "output"),
                     block(AVG_TAP_END, "pool_avg_tap_end"),
@@ -164,7 +189,8 @@ def max_pool_program(graph: Graph, op: Op) -> Program:
             Loop(
                 "max_taps",
                 max(n_taps - 1, 0),
-                [
+                addr={"output": Rewind(0), "input": later},
+                body=[
                     block(AVG_TAP, "pool_avg_tap"),
                     block(MAX_CALL, "max_mve_call"),
                     *tp_loop("max_cmp16", c, 16, _max_cmp),
@@ -173,13 +199,20 @@ def max_pool_program(graph: Graph, op: Op) -> Program:
             ),
             block(AVG_PIXEL_NEXT, "pool_next"),
         ]
-        items.append(Loop(f"max_pixels_{n_taps}taps", npix, body))
+        items.append(Loop(f"max_pixels_{n_taps}taps", npix, body, addr=walk.rules(classes[n_taps])))
     total = g.out_pixels * c
+    clamp = tp_loop("clamp16", total, 16, _clamp)
+    if isinstance(clamp[0], Loop):  # the clamp pass starts at the output's first byte
+        clamp[0].addr = {"output": Rewind(16, start=-walk.used["output"])}
     items += [
         block("vdup.8 q6, r8\nvdup.8 q7, r9", "max_clamp_setup"),
         block(MAX_CALL, "max_mve_call"),
-        *tp_loop("clamp16", total, 16, _clamp),
+        *clamp,
     ]
     items.append(block(POOL_EXIT, "pool_exit"))
-    prog_items = items if g.batches == 1 else [Loop("batches", g.batches, items)]
+    batch = {
+        "input": Rewind(g.in_h * g.in_w * c),
+        "output": Rewind(g.out_pixels * c),
+    }
+    prog_items = items if g.batches == 1 else [Loop("batches", g.batches, items, addr=batch)]
     return Program(prog_items, kernel="arm_max_pool_s8 (MVE)", macs=0)
