@@ -10,7 +10,7 @@ from typing import Any
 
 from mcusim.errors import DeviceError
 
-from .model import Cache, Core, Device, FlashAccelerator, Memory, Power
+from .model import Cache, Cluster, Core, Device, Dma, Engine, FlashAccelerator, Memory, Power, Tcdm
 
 _PACKAGE = "mcusim.devices"
 _MEMORY_KINDS = ("flash", "sram", "tcm", "external")
@@ -185,6 +185,15 @@ def device_from_dict(data: dict[str, Any], origin: str) -> Device:
         voltage_v=power_t.positive("voltage_v", float),
         active_ua_per_mhz=power_t.positive("active_ua_per_mhz", float),
     )
+    cluster = _cluster(top.table("cluster", None), names, origin)
+    fc_t = top.table("fabric_controller", None)
+    fc = None
+    if fc_t is not None:
+        fc = Core(
+            name=fc_t.get("name", str),
+            isa=fc_t.get("isa", str),
+            clock_hz=fc_t.positive("clock_hz", float),
+        )
     return Device(
         name=dev.get("name", str),
         description=dev.get("description", str, ""),
@@ -194,7 +203,74 @@ def device_from_dict(data: dict[str, Any], origin: str) -> Device:
         npu=top.get("npu", dict, None),
         notes=tuple(dev.get("notes", list, [])),
         source=origin,
+        cluster=cluster,
+        fabric_controller=fc,
+        engines=_engines(top.get("engine", list, []), names, origin),
     )
+
+
+def _cluster(t: _Reader | None, memory_names: list[str], origin: str) -> Cluster | None:
+    """The optional [cluster] table (+ [cluster.l1], [cluster.dma]); docs/cluster.md."""
+    if t is None:
+        return None
+    l1_t = t.table("l1")
+    dma_t = t.table("dma")
+    l1 = Tcdm(
+        size=l1_t.positive("size"),
+        banks=l1_t.positive("banks"),
+        bank_width=l1_t.positive("bank_width", int, 4),
+        interleaved=l1_t.get("interleaved", bool, True),
+        read_pj_per_byte=l1_t.non_negative("read_pj_per_byte", float, 0.0),
+        write_pj_per_byte=l1_t.non_negative("write_pj_per_byte", float, 0.0),
+    )
+    if l1.size % (l1.banks * l1.bank_width):
+        raise l1_t._err("size", f"{l1.size} B is not a whole number of {l1.banks} banks")
+    dma = Dma(
+        bytes_per_cycle=dma_t.positive("bytes_per_cycle", float),
+        setup_cycles=dma_t.non_negative("setup_cycles"),
+        row_cycles=dma_t.non_negative("row_cycles", int, 0),
+        channels=dma_t.positive("channels", int, 1),
+    )
+    l2 = t.get("l2", str)
+    if l2 not in memory_names:
+        raise t._err("l2", f"no memory named {l2!r} (memories: {', '.join(memory_names)})")
+    c = Cluster(
+        cores=t.positive("cores"),
+        l1=l1,
+        l2=l2,
+        dma=dma,
+        barrier_cycles=t.non_negative("barrier_cycles"),
+        extra_cores=t.non_negative("extra_cores", int, 0),
+        l1_reserved=t.non_negative("l1_reserved", int, 0),
+    )
+    if c.l1_reserved >= l1.size:
+        raise t._err("l1_reserved", f"{c.l1_reserved} B leaves nothing of the {l1.size} B L1")
+    return c
+
+
+def _engines(raw: list, memory_names: list[str], origin: str) -> tuple[Engine, ...]:
+    """Optional [[engine]] tables: further CPU engines (not timed until placement uses
+    them, so their core names are checked then, not here)."""
+    out = []
+    for i, e in enumerate(raw):
+        if not isinstance(e, dict):
+            raise DeviceError(f"{origin}: key 'engine[{i}]': expected a table")
+        r = _Reader(e, origin, f"engine[{i}].")
+        mems = tuple(r.get("memories", list, []))
+        for m in mems:
+            if m not in memory_names:
+                raise r._err("memories", f"no memory named {m!r}")
+        out.append(
+            Engine(
+                name=r.get("name", str),
+                core=r.get("core", str),
+                isa=r.get("isa", str),
+                clock_hz=r.positive("clock_hz", float),
+                memories=mems,
+                notes=tuple(r.get("notes", list, [])),
+            )
+        )
+    return tuple(out)
 
 
 def _cache(t: _Reader | None) -> Cache | None:

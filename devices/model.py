@@ -73,6 +73,67 @@ class Core:
 
 
 @dataclass(frozen=True)
+class Tcdm:
+    """A cluster's shared L1 (tightly-coupled data memory): ``banks`` single-port banks of
+    ``bank_width`` bytes; word-interleaved means consecutive words go to consecutive banks
+    (bank = address / bank_width mod banks)."""
+
+    size: int  # bytes
+    banks: int
+    bank_width: int = 4  # bytes per bank word
+    interleaved: bool = True
+    read_pj_per_byte: float = 0.0
+    write_pj_per_byte: float = 0.0
+
+    def bank_of(self, address: int) -> int:
+        if self.interleaved:
+            return (address // self.bank_width) % self.banks
+        return address // (self.size // self.banks)
+
+
+@dataclass(frozen=True)
+class Dma:
+    """The cluster DMA moving tiles between L2 and the L1 TCDM (cluster clock cycles)."""
+
+    bytes_per_cycle: float  # sustained L2 -> L1 (and L1 -> L2) bandwidth
+    setup_cycles: int  # programming + first-beat latency of one transfer
+    row_cycles: int = 0  # extra per row of a 2-D/3-D transfer
+    channels: int = 1  # transfers in flight; they share the bandwidth
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A PULP-style compute cluster: ``cores`` identical workers sharing an L1 TCDM, fed
+    by a DMA from the L2 memory named ``l2``; layers are split across the workers
+    (mcusim/cluster.py). The workers' core type is the device's ``core``."""
+
+    cores: int  # worker cores that run kernel parts
+    l1: Tcdm
+    l2: str  # name of the device memory the DMA reads tiles from / writes back to
+    dma: Dma
+    barrier_cycles: int  # one team barrier at the end of every kernel call
+    extra_cores: int = 0  # cores present but not running kernels (GAP9 cluster controller)
+    l1_reserved: int = 0  # L1 bytes the runtime keeps (stacks, descriptors)
+
+    @property
+    def l1_budget(self) -> int:
+        return self.l1.size - self.l1_reserved
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A further CPU engine of a device (e.g. the MAX78000's RISC-V core) that a later
+    placement step may run layers on; it does not change the main core's results."""
+
+    name: str
+    core: str  # timing model name
+    isa: str  # schedule family
+    clock_hz: float
+    memories: tuple[str, ...] = ()  # device memories it can reach
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Power:
     voltage_v: float
     active_ua_per_mhz: float  # core + always-on logic while running the kernels
@@ -91,6 +152,9 @@ class Device:
     npu: dict | None = None  # NPU tile config (later issue); None = CPU only
     notes: tuple[str, ...] = field(default_factory=tuple)
     source: str = ""  # file it was loaded from
+    cluster: Cluster | None = None  # layers run split across a core cluster (PULP)
+    fabric_controller: Core | None = None  # the SoC's control core (GAP8/GAP9 FC)
+    engines: tuple[Engine, ...] = ()  # further CPU engines (not used by run() yet)
 
     def memory(self, name: str) -> Memory:
         for m in self.memories:

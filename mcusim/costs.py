@@ -283,3 +283,35 @@ def _accel_memory(device: Device, level: str) -> Memory:
         if m.accelerator is not None:
             return m
     raise KeyError(level)
+
+
+def cluster_layer_cost(device: Device, layer) -> LayerCost:
+    """Cycles, traffic and energy of one layer run on ``device.cluster``
+    (``layer``: :class:`mcusim.cluster.ClusterLayer`; docs/cluster.md). Core accesses hit
+    the L1 TCDM; tiles move between the L2 memory and L1 by DMA (both directions counted
+    on both sides); time = compute + bank conflicts + barriers + DMA stall."""
+    cl = device.cluster
+    l1, l2 = cl.l1, device.memory(cl.l2)
+    traffic = {
+        "l1": {
+            "read": layer.l1_read_bytes + layer.dma_out_bytes,
+            "write": layer.l1_write_bytes + layer.dma_in_bytes,
+        },
+        l2.name: {"read": layer.dma_in_bytes, "write": layer.dma_out_bytes},
+    }
+    mem_pj = (
+        traffic["l1"]["read"] * l1.read_pj_per_byte
+        + traffic["l1"]["write"] * l1.write_pj_per_byte
+        + layer.dma_in_bytes * l2.read_pj_per_byte
+        + layer.dma_out_bytes * l2.write_pj_per_byte
+    )
+    cycles = layer.compute_cycles + layer.stall_cycles
+    core_j = device.power.active_power_w(device.core.clock_hz) * cycles / device.core.clock_hz
+    return LayerCost(
+        compute_cycles=layer.compute_cycles,
+        stall_cycles=layer.stall_cycles,
+        instructions=layer.instructions,
+        traffic=traffic,
+        core_energy_j=core_j,
+        memory_energy_j=mem_pj * 1e-12,
+    )

@@ -51,6 +51,7 @@ class DeviceCosts:
     costs: tuple[LayerCost, ...]
     plan: ArenaPlan
     flash_bytes: int
+    cluster: tuple | None = None  # per layer mcusim.cluster.ClusterLayer on cluster devices
 
 
 def time_op(device: Device, graph: Graph, op: Op) -> OpTiming:
@@ -81,6 +82,10 @@ def device_costs(model: Model, device: Device) -> DeviceCosts:
     if cached is not None:
         return cached
     g = model.graph
+    if device.cluster is not None:
+        dc = _cluster_costs(model, device)
+        model._costs[key] = dc
+        return dc
     timings = tuple(time_op(device, g, op) for op in g.ops)
     plan = plan_arena(g, {i: tm.scratch_bytes for i, tm in enumerate(timings)})
     flash = constant_bytes(g)
@@ -107,6 +112,32 @@ def device_costs(model: Model, device: Device) -> DeviceCosts:
     dc = DeviceCosts(device, timings, costs, plan, flash)
     model._costs[key] = dc
     return dc
+
+
+def _cluster_costs(model: Model, device: Device) -> DeviceCosts:
+    """Every layer split across the device's cluster (mcusim/cluster.py): its scratch
+    (im2col) lives in L1, so the L2 arena holds the activations only."""
+    from .cluster import cluster_layer
+    from .costs import cluster_layer_cost
+
+    g = model.graph
+    layers = tuple(cluster_layer(device, g, op) for op in g.ops)
+    timings = tuple(
+        OpTiming(
+            kernel=cl.kernel,
+            compute_cycles=cl.compute_cycles,
+            instructions=cl.instructions,
+            code_bytes=cl.code_bytes,
+            scratch_bytes=0,
+            streams={},
+        )
+        for cl in layers
+    )
+    plan = plan_arena(g, {})
+    flash = constant_bytes(g)
+    check_fit(model, device, plan.peak_bytes, flash)
+    costs = tuple(cluster_layer_cost(device, cl) for cl in layers)
+    return DeviceCosts(device, timings, costs, plan, flash, cluster=layers)
 
 
 def check_fit(model: Model, device: Device, ram_need: int, flash_need: int) -> None:
@@ -179,6 +210,16 @@ def run(
     engine = f"cpu:{dev.core.name}"
     layers = []
     for i, (op, tm, c) in enumerate(zip(g.ops, dc.timings, dc.costs, strict=True)):
+        cl = dc.cluster[i] if dc.cluster is not None else None
+        extra = {}
+        if cl is not None:
+            extra = dict(
+                cores=cl.cores_used,
+                bank_conflict_cycles=cl.bank_conflict_cycles,
+                barrier_cycles=cl.barrier_cycles,
+                dma_stall_cycles=cl.dma_stall_cycles,
+                tiles=cl.tiles.tiles,
+            )
         layers.append(
             LayerRecord(
                 index=i,
@@ -199,6 +240,7 @@ def run(
                 traffic={m: dict(rw) for m, rw in c.traffic.items()},
                 output_shape=tuple(g.tensors[op.outputs[0]].shape),
                 cache={lv: dict(st) for lv, st in c.cache.items()},
+                **extra,
             )
         )
     result = RunResult(

@@ -42,6 +42,14 @@ class LayerRecord:
     traffic: dict[str, dict[str, int]]  # memory -> {"read", "write"[, "fill", "writeback"]}
     output_shape: tuple[int, ...] = ()
     cache: dict[str, dict[str, int]] = field(default_factory=dict)  # level -> hits/misses/...
+    # cluster devices (docs/cluster.md): worker cores that got work, and the parts of
+    # stall_cycles: TCDM bank conflicts on the slowest core, team barriers (one per tile),
+    # DMA transfers not hidden behind compute; tiles = L2->L1 tiles of the layer
+    cores: int = 1
+    bank_conflict_cycles: int = 0
+    barrier_cycles: int = 0
+    dma_stall_cycles: int = 0
+    tiles: int = 0
 
     def flat(self) -> dict[str, Any]:
         """One flat row (traffic expanded to <memory>_read / <memory>_write columns)."""
