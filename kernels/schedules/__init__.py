@@ -25,6 +25,9 @@ FAMILIES: dict[str, str] = {
     "armv7em-dsp": "mcusim.kernels.schedules.armv7em:schedule",  # M4, M7, M33 (DSP ext.)
     "armv6m": "mcusim.kernels.schedules.armv6m:schedule",  # M0/M0+: CMSIS-NN pure C
     "armv8.1m-mve": "mcusim.kernels.schedules.mve:schedule",  # M55/M85: CMSIS-NN Helium
+    "rv32-xpulpv2": "mcusim.kernels.schedules.pulpnn:schedule",  # RI5CY: PULP-NN
+    "rv32-xpulpnn": "mcusim.kernels.schedules.pulpnn_xpulpnn:schedule",  # RI5CY + XpulpNN
+    "rv32imc": "mcusim.kernels.schedules.pulpnn_rv32imc:schedule",  # plain RV32IMC: TFLM ref
 }
 
 ISA_ALIASES = {
@@ -41,6 +44,13 @@ ISA_ALIASES = {
     "armv8.1m-mve": "armv8.1m-mve",
     "armv8.1-m": "armv8.1m-mve",
     "mve": "armv8.1m-mve",
+    "rv32-xpulpv2": "rv32-xpulpv2",
+    "xpulpv2": "rv32-xpulpv2",
+    "ri5cy": "rv32-xpulpv2",
+    "rv32-xpulpnn": "rv32-xpulpnn",
+    "xpulpnn": "rv32-xpulpnn",
+    "rv32imc": "rv32imc",
+    "rv32im": "rv32imc",
 }
 
 

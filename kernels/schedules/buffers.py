@@ -14,8 +14,14 @@ def scratch_bytes(graph: Graph, op: Op, program: Program) -> int:
     """Bytes of arena scratch the kernel ``program.kernel`` uses during ``op``."""
     fn = program.kernel.split(" ")[0]
     t = graph.tensors
+    if fn == "cmix-style" or fn in _S4_FUNCS:
+        return _subbyte_scratch_bytes(graph, op, program)
     if program.isa == "armv8.1m-mve":
         return _mve_scratch_bytes(graph, op, program)
+    if program.isa in ("rv32-xpulpv2", "rv32-xpulpnn"):
+        from .pulpnn_common import scratch_bytes as pulpnn_scratch
+
+        return pulpnn_scratch(graph, op, program)
     if program.isa == "armv6m":
         return _armv6m_scratch_bytes(graph, op, fn)
     if fn in ("arm_convolve_s8", "arm_convolve_1_x_n_s8"):
@@ -81,3 +87,52 @@ def _mve_scratch_bytes(graph: Graph, op: Op, program: Program) -> int:
         return int(t[op.inputs[1]].shape[0]) * 4  # kernel sums, one int32 per output
     # 1x1 convs, avgpool (MVE: 0), max pool, elementwise, softmax, TFLM reference: none
     return 0
+
+
+# --- sub-byte schedules (cmix_*.py): CMSIS-NN's s4 get_buffer_size rules (DSP build) and
+# the buffers of our CMix-NN-style / XNOR renderings
+_S4_FUNCS = (
+    "arm_convolve_s4",
+    "arm_convolve_1x1_s4_fast",
+    "arm_depthwise_conv_s4_opt",
+    "arm_fully_connected_s4",
+)
+
+
+def _subbyte_scratch_bytes(graph: Graph, op: Op, program: Program) -> int:
+    from mcusim.precision import width
+
+    k = program.kernel
+    fn = k.split(" ")[0]
+    t = graph.tensors
+    if fn == "arm_convolve_s4":  # arm_convolve_s4_get_buffer_size: 2 s16 columns
+        w = t[op.inputs[1]]
+        return 2 * int(w.shape[1] * w.shape[2] * w.shape[3]) * 2
+    if fn == "arm_depthwise_conv_s4_opt":  # ..._s8_opt_get_buffer_size_dsp: one s16 patch
+        w = t[op.inputs[1]]
+        return int(w.shape[1] * w.shape[2] * w.shape[3]) * 2
+    if fn != "cmix-style":
+        return 0  # 1x1 fast and FC s4: no buffer
+    x = t[op.inputs[0]]
+    a = width(x.dtype)
+    if "xnor-popcount conv" in k:  # two bit-packed im2col columns of whole words
+        w = t[op.inputs[1]]
+        bits = int(w.shape[1] * w.shape[2] * w.shape[3])
+        return 2 * 4 * (-(-bits // 32))
+    if " conv " in k or "grouped conv" in k:  # two s16 columns (+ a packed column)
+        from .cmix_common import layer_prec, packed_bytes
+        from .cmix_conv import direct_unpack
+
+        w = t[op.inputs[1]]
+        cols = int(w.shape[1] * w.shape[2] * w.shape[3])
+        extra = (
+            0
+            if direct_unpack(layer_prec(graph, op), int(w.shape[3]))
+            else (-(-packed_bytes(cols, a) // 4) * 4)
+        )
+        return 2 * cols * 2 + extra
+    if "fully connected" in k and "xnor" not in k:  # two unpacked s16 input rows
+        return 2 * int(t[op.inputs[1]].shape[1]) * 2
+    if "avg pool" in k:  # int32 sum per channel
+        return int(x.shape[-1]) * 4
+    return 0  # depthwise, max pool, add, binary FC / depthwise
