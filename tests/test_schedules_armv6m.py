@@ -375,3 +375,16 @@ def test_concat_and_mean():
     op = Op("mean", "mean", ["x"], ["y"], MeanAttrs((1, 2), True))
     r = M0.time(schedule_for("armv6m", Graph(t, [op], ["x"], ["y"]), op))
     assert r.kernel.startswith("tflm mean") and r.stream("input").read_bytes == 128
+
+
+def test_sub_byte_layers_are_refused_not_timed_as_int8():
+    """A W4A8 layer must not be timed as an INT8 kernel on the pure-C path."""
+    from mcusim.dtypes import elem_type
+    from mcusim.errors import UnsupportedOpError
+
+    g, op = fc_graph(16, 4)
+    w = g.tensors[op.inputs[1]]
+    w.dtype = elem_type("int4")
+    w.data = np.clip(w.data, -8, 7).astype(np.int8)
+    with pytest.raises(UnsupportedOpError, match=r"W4A8.*pure-C path is INT8 only"):
+        schedule_for("armv6m", g, op)

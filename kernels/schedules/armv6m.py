@@ -32,10 +32,18 @@ _INT8_ONLY = frozenset(
 
 def schedule(graph: Graph, op: Op) -> Program:
     """CMSIS-NN pure-C (or TFLM reference) schedule of ``op`` on an Armv6-M core."""
+    from mcusim.precision import describe, needs_generic_kernel
+
     from . import cmsis_c_conv, cmsis_c_ops
     from .cmsis_eltwise import same_shape
 
     kind = op.kind
+    if kind in _INT8_ONLY and needs_generic_kernel(graph, op):
+        raise UnsupportedOpError(
+            f"no Armv6-M schedule for {kind} at {describe(graph, op)}: CMSIS-NN's pure-C "
+            "path is INT8 only (sub-byte layers run on Armv7E-M, Armv8.1-M or RISC-V devices)",
+            layer=op.label,
+        )
     if kind in _INT8_ONLY:
         dt = graph.tensor(op.inputs[0]).dtype
         if dt.name.lower() != "int8":

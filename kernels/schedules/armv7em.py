@@ -1,7 +1,9 @@
 """Schedules for Armv7E-M / Armv8-M Mainline cores with the DSP extension (M4, M7, M33).
 
 Follows CMSIS-NN's dispatch for its DSP (SMLAD) int8 paths; ops CMSIS-NN lacks run TFLM's
-reference kernels; reshapes are a memcpy.
+reference kernels; reshapes are a memcpy. Sub-byte, binary, uint8 and threshold layers
+(conv, depthwise, FC, pooling, add) go to cmix_dispatch.py (CMSIS-NN s4 kernels for W4A8,
+else our CMix-NN-style and XNOR-popcount renderings).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op
 from mcusim.isa.schedule import Program
+from mcusim.precision import needs_generic_kernel
 
 # kinds whose schedules are CMSIS-NN int8 kernels: they need int8 activations
 _INT8_ONLY = frozenset(
@@ -26,6 +29,12 @@ _INT8_ONLY = frozenset(
 )
 
 
+# kinds with sub-byte schedules (cmix_dispatch.py): MAC layers, pooling, add
+_SUBBYTE = frozenset(
+    ("conv2d", "depthwise_conv2d", "fully_connected", "avg_pool2d", "max_pool2d", "add")
+)
+
+
 def schedule(graph: Graph, op: Op) -> Program:
     """CMSIS-NN DSP-path (or TFLM reference) schedule of ``op`` on an Armv7E-M core."""
     kind = op.kind
@@ -40,6 +49,11 @@ def schedule(graph: Graph, op: Op) -> Program:
         tflm_reference,
     )
 
+    if kind in _SUBBYTE and needs_generic_kernel(graph, op):
+        # sub-byte / binary / uint8 / threshold layers: CMSIS-NN s4 or CMix-NN style
+        from .cmix_dispatch import schedule as cmix_schedule
+
+        return cmix_schedule(graph, op)
     if kind in _INT8_ONLY:
         dt = graph.tensor(op.inputs[0]).dtype
         if dt.name.lower() != "int8":

@@ -105,6 +105,16 @@ def _subbyte_scratch_bytes(graph: Graph, op: Op, program: Program) -> int:
     k = program.kernel
     fn = k.split(" ")[0]
     t = graph.tensors
+    if program.isa == "armv8.1m-mve" and "conv" in k and ("(MVE)" in k or "cmix-style mve" in k):
+        # 4 int8 (or bit-packed) im2col columns of whole 16-byte steps
+        # (arm_convolve_s4_get_buffer_size_mve: 4 columns rounded up to 16 bytes)
+        from .mve_subbyte import group
+
+        w = t[op.inputs[1]]
+        cols = int(w.shape[1] * w.shape[2] * w.shape[3])
+        wb = width(w.dtype)
+        steps = -(-cols // group(wb))
+        return 4 * steps * (16 if width(t[op.inputs[0]].dtype) == 1 else 128 // wb)
     if fn == "arm_convolve_s4":  # arm_convolve_s4_get_buffer_size: 2 s16 columns
         w = t[op.inputs[1]]
         return 2 * int(w.shape[1] * w.shape[2] * w.shape[3]) * 2

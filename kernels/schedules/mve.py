@@ -19,8 +19,9 @@ from __future__ import annotations
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op
 from mcusim.isa.schedule import Program
+from mcusim.precision import needs_generic_kernel
 
-from .armv7em import _INT8_ONLY
+from .armv7em import _INT8_ONLY, _SUBBYTE
 
 
 def schedule(graph: Graph, op: Op) -> Program:
@@ -37,6 +38,18 @@ def schedule(graph: Graph, op: Op) -> Program:
     )
 
     kind = op.kind
+    if kind in _SUBBYTE and needs_generic_kernel(graph, op):
+        # Helium sub-byte conv / FC (mve_subbyte.py); the rest runs the CMix-NN-style
+        # scalar DSP code, which Armv8.1-M Mainline executes (docs/cores.md, "Sub-byte
+        # and binary on Cortex-M")
+        from . import mve_subbyte
+        from .cmix_dispatch import schedule as cmix_schedule
+
+        if mve_subbyte.supported(graph, op):  # conv / FC with int4, int2 weights; W1A1
+            return mve_subbyte.program(graph, op)
+        prog = cmix_schedule(graph, op, cmsis_s4=False)
+        prog.notes.append("sub-byte layer: scalar DSP (CMix-NN style) code, no MVE kernel")
+        return prog
     if kind in _INT8_ONLY:
         dt = graph.tensor(op.inputs[0]).dtype
         if dt.name.lower() != "int8":
