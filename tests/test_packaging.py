@@ -10,7 +10,7 @@ import importlib.util, importlib.resources as r
 assert importlib.util.find_spec("isa") is None, "top-level 'isa' must not be importable"
 assert importlib.util.find_spec("kernels") is None, "top-level 'kernels' must not be importable"
 for pkg in ("mcusim.isa", "mcusim.kernels", "mcusim.kernels.schedules", "mcusim.devices",
-            "mcusim.traces", "mcusim.importers"):
+            "mcusim.traces", "mcusim.importers", "mcusim.devices.npu"):
     assert importlib.util.find_spec(pkg) is not None, pkg
 assert (r.files("mcusim.devices") / "stm32l4r5.toml").is_file()
 assert (r.files("mcusim.isa") / "cortex_m4.toml").is_file()
