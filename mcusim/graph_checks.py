@@ -14,7 +14,15 @@ import numpy as np
 
 from .errors import GraphError
 from .graph import Graph, Op, Tensor
-from .ops import ACTIVATIONS, PADDINGS, REQUANT_MODES, StridedSliceAttrs, conv_output_size
+from .ops import (
+    ACTIVATIONS,
+    AI8X_ACTIVATIONS,
+    PADDINGS,
+    POOL_ROUNDINGS,
+    REQUANT_MODES,
+    StridedSliceAttrs,
+    conv_output_size,
+)
 
 Check = Callable[[Graph, Op], None]
 _CHECKS: dict[str, Check] = {}
@@ -93,6 +101,16 @@ def _activation(op: Op, act: str) -> None:
         _fail(op, f"unknown fused activation {act!r}; known: {', '.join(ACTIVATIONS)}")
 
 
+def _mac_activation(op: Op) -> None:
+    """ai8x layers allow ReLU / Abs / none; every other requant mode the TFLite set."""
+    act = op.attrs.activation
+    if getattr(op.attrs, "requant", "") == "ai8x":
+        if act not in AI8X_ACTIVATIONS:
+            _fail(op, f"activation {act!r} is not one of the ai8x set {AI8X_ACTIVATIONS}")
+        return
+    _activation(op, act)
+
+
 def _pair(op: Op, value: tuple[int, ...], what: str) -> None:
     if len(value) != 2 or any(int(v) < 1 for v in value):
         _fail(op, f"{what} must be two integers >= 1, got {tuple(value)}")
@@ -158,6 +176,9 @@ def _requant(graph: Graph, op: Op, y: Tensor, n_out: int) -> None:
     if mode not in REQUANT_MODES:
         _fail(op, f"requant mode {mode!r} is not one of {REQUANT_MODES}")
     t = _in(graph, op, 3)
+    if mode == "ai8x":
+        _requant_ai8x(graph, op, y, t)
+        return
     if mode == "fixed_point":
         if t is not None:
             _fail(op, "a thresholds input needs requant='thresholds'")
@@ -183,6 +204,25 @@ def _requant(graph: Graph, op: Op, y: Tensor, n_out: int) -> None:
         _fail(op, f"thresholds {t.name!r}: every row must be non-decreasing")
 
 
+def _requant_ai8x(graph: Graph, op: Op, y: Tensor, t: Tensor | None) -> None:
+    """docs/precision.md section 2.3: MAX78000 power-of-two requantization."""
+    if t is not None:
+        _fail(op, "requant='ai8x' takes no thresholds input")
+    s = op.attrs.output_shift
+    if not -15 <= int(s) <= 15:
+        _fail(op, f"ai8x output_shift {s} is outside [-15, 15]")
+    wide = y.dtype.bits == 32 and not y.dtype.is_float
+    if wide and op.attrs.activation != "none":
+        _fail(op, "an ai8x 32-bit (wide) output takes no activation")
+    if not wide and (y.dtype.is_float or y.dtype.bits != 8 or not y.dtype.signed):
+        _fail(op, f"ai8x output {y.name!r} is {y.dtype}, expected int8 or int32 (wide)")
+    b = _in(graph, op, 2)
+    if b is not None and b.data is not None:
+        bd = b.data.astype(np.int64)
+        if np.any(bd % 128) or np.any(bd < -128 * 128) or np.any(bd > 127 * 128):
+            _fail(op, f"ai8x bias {b.name!r} must be 128 x an int8 value (bias8 * 128)")
+
+
 @_register("conv2d")
 def _check_conv2d(graph: Graph, op: Op) -> None:
     a = op.attrs
@@ -194,7 +234,7 @@ def _check_conv2d(graph: Graph, op: Op) -> None:
     _rank(op, y, 4, "output")
     _pair(op, a.stride, "stride")
     _pair(op, a.dilation, "dilation")
-    _activation(op, a.activation)
+    _mac_activation(op)
     o, kh, kw, wi = w.shape
     c = x.shape[3]
     if wi < 1 or c % wi != 0:
@@ -251,7 +291,7 @@ def _check_fully_connected(graph: Graph, op: Op) -> None:
     if w is None:
         _fail(op, "weights input is missing")
     _rank(op, w, 2, "weights")
-    _activation(op, a.activation)
+    _mac_activation(op)
     n_out, n_in = w.shape
     if n_in < 1 or x.size % n_in != 0:
         _fail(
@@ -286,6 +326,8 @@ def _check_pool(graph: Graph, op: Op) -> None:
     _pair(op, a.filter, "filter size")
     _pair(op, a.stride, "stride")
     _activation(op, a.activation)
+    if a.rounding not in POOL_ROUNDINGS:
+        _fail(op, f"pool rounding {a.rounding!r} is not one of {POOL_ROUNDINGS}")
     fh, fw = a.filter
     oh, ow = _spatial_out(op, x, fh, fw, a)
     _expect_out(op, y, (x.shape[0], oh, ow, x.shape[3]), f"{fh}x{fw} pool, {a.padding}")

@@ -24,7 +24,10 @@ class NoAttrs:
     pass
 
 
-REQUANT_MODES = ("fixed_point", "thresholds")  # docs/precision.md section 2
+REQUANT_MODES = ("fixed_point", "thresholds", "ai8x")  # docs/precision.md section 2
+# MAX78000 (ai8x) layers may also take the absolute value (docs/precision.md section 2.3)
+AI8X_ACTIVATIONS = ("none", "relu", "abs")
+POOL_ROUNDINGS = ("tflite", "trunc")  # avg pool: TFLite rounding or ai8x truncation
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Conv2DAttrs:
     padding: str = "valid"
     activation: str = "none"
     requant: str = "fixed_point"
+    output_shift: int = 0  # requant="ai8x": effective shift s in [-15, 15]
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class FullyConnectedAttrs:
     activation: str = "none"
     keep_num_dims: bool = False
     requant: str = "fixed_point"
+    output_shift: int = 0  # requant="ai8x": effective shift s in [-15, 15]
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class Pool2DAttrs:
     stride: tuple[int, int] = (1, 1)
     padding: str = "valid"
     activation: str = "none"
+    rounding: str = "tflite"  # avg pool: "tflite" or "trunc" (ai8x: mean truncated toward 0)
 
 
 @dataclass(frozen=True)

@@ -333,7 +333,7 @@ def test_container_layout() -> None:
     conv = next(o for o in m["graph"]["ops"] if o["name"] == "conv")
     assert conv["attrs"] == {
         "stride": [2, 2], "dilation": [1, 1], "padding": "same", "activation": "relu6",
-        "requant": "fixed_point",
+        "requant": "fixed_point", "output_shift": 0,
     }  # fmt: skip
     assert (conv["precision"], conv["placement"], conv["source_index"]) == ("W8A8", "cpu", 0)
     w = _tensor_entry(m, "dw/weights")
