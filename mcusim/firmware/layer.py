@@ -1,0 +1,499 @@
+"""One layer in firmware: marshal an op's prepared params + inputs for its C twin, run it.
+
+The C twins live in kernels/c (freestanding C, calling convention in kernels/c/README.md):
+every entry point takes one pointer to an argument struct whose fields are the pointers
+first, then int32 values. :func:`marshal` turns (graph, op, prepared params, inputs) into a
+:class:`LayerCall` -- the entry name, the struct's field values and the buffers the
+pointers refer to -- independently of where it runs; :func:`run_firmware` places it in a
+Unicorn harness (constants in flash, activations/scratch/args in RAM, as a device keeps
+them) and :func:`run_host` calls the same C compiled for the host through ctypes (the fast
+bit-exactness check that needs no cross compiler).
+
+The twins compute from the prepared params what the numba kernels compute; where the numba
+kernel folds the input offset into the bias (conv, FC) the raw bias is recovered
+(``bias + in_zp * sum(weights)`` modulo 2^32), since the DSP loops add the offset to the
+activations as CMSIS-NN does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from mcusim.errors import UnsupportedOpError
+from mcusim.graph import Graph, Op
+
+P, I = "p", "i"  # field kinds: pointer (a buffer name or None) / int32
+
+# argument structs of kernels/c/mcusim_nn.h, field order as declared there
+STRUCTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "conv": tuple(
+        [(n, P) for n in ("input", "weights", "bias", "mult", "shift", "output", "scratch")]
+        + [
+            (n, I)
+            for n in (
+                "batches in_h in_w in_c out_h out_w out_c k_h k_w s_h s_w d_h d_w pad_t pad_l "
+                "groups in_offset out_offset act_min act_max"
+            ).split()
+        ]
+    ),
+    "dw": tuple(
+        [(n, P) for n in ("input", "weights", "bias", "mult", "shift", "output", "scratch")]
+        + [
+            (n, I)
+            for n in (
+                "batches in_h in_w in_c out_h out_w out_c k_h k_w s_h s_w d_h d_w pad_t pad_l "
+                "ch_mult in_offset out_offset act_min act_max"
+            ).split()
+        ]
+    ),
+    "fc": tuple(
+        [(n, P) for n in ("input", "weights", "bias", "mult", "shift", "output")]
+        + [
+            (n, I)
+            for n in "batches in_depth out_depth in_offset out_offset act_min act_max".split()
+        ]
+    ),
+    "pool": tuple(
+        [(n, P) for n in ("input", "output", "scratch")]
+        + [
+            (n, I)
+            for n in "batches in_h in_w in_c out_h out_w f_h f_w s_h s_w pad_t pad_l "
+            "act_min act_max".split()
+        ]
+    ),
+    "add": tuple(
+        [(n, P) for n in ("input1", "input2", "output")]
+        + [
+            (n, I)
+            for n in "n sign in1_offset in2_offset left_shift in1_mult in1_shift in2_mult "
+            "in2_shift out_mult out_shift out_offset act_min act_max".split()
+        ]
+    ),
+    "softmax": tuple(
+        [(n, P) for n in ("input", "output")]
+        + [(n, I) for n in "rows depth input_mult input_left_shift diff_min".split()]
+    ),
+    "copy": (("src", P), ("dst", P), ("nbytes", I)),
+}
+
+# op kind -> (entry point, struct)
+ENTRIES: dict[str, tuple[str, str]] = {
+    "conv2d": ("mn_conv_s8", "conv"),
+    "depthwise_conv2d": ("mn_depthwise_s8", "dw"),
+    "fully_connected": ("mn_fully_connected_s8", "fc"),
+    "avg_pool2d": ("mn_avgpool_s8", "pool"),
+    "max_pool2d": ("mn_maxpool_s8", "pool"),
+    "add": ("mn_add_s8", "add"),
+    "sub": ("mn_add_s8", "add"),
+    "softmax": ("mn_softmax_s8", "softmax"),
+    "reshape": ("mn_copy", "copy"),
+    "squeeze": ("mn_copy", "copy"),
+}
+ENTRY_NAMES = tuple(sorted({e for e, _ in ENTRIES.values()}))
+
+
+@dataclass(frozen=True)
+class Buf:
+    """One buffer a struct pointer refers to: initial contents (None: uninitialised) and
+    where it lives ("flash": constants, "ram": activations and scratch)."""
+
+    name: str
+    nbytes: int
+    data: np.ndarray | None = None
+    region: str = "ram"
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    """Everything needed to run one op's twin: entry point, struct values, buffers."""
+
+    kind: str
+    entry: str
+    struct: str
+    values: dict  # field -> int, or buffer name / None for pointer fields
+    buffers: tuple[Buf, ...]
+    output: str  # the buffer holding the result
+    out_shape: tuple[int, ...]
+    path: str = ""  # which C path runs (for reports)
+    notes: tuple[str, ...] = field(default=())
+
+
+def c_dir() -> Path:
+    """kernels/c as installed (package data of mcusim.kernels)."""
+    return Path(str(resources.files("mcusim.kernels").joinpath("c")))
+
+
+def c_sources() -> list[Path]:
+    return sorted(c_dir().glob("*.c"))
+
+
+def supports(graph: Graph, op: Op) -> str | None:
+    """None if a twin exists for ``op``, else the reason there is none."""
+    from mcusim.precision import needs_generic_kernel
+
+    if op.kind not in ENTRIES:
+        return f"no C twin for op kind {op.kind!r}"
+    if op.kind in (
+        "conv2d",
+        "depthwise_conv2d",
+        "fully_connected",
+        "avg_pool2d",
+        "max_pool2d",
+        "add",
+        "sub",
+    ) and needs_generic_kernel(graph, op):
+        return "sub-byte / binary / uint8 / threshold layers have no C twin yet"
+    for name in [*op.inputs[:1], op.outputs[0]]:
+        if name and graph.tensors[name].dtype.name.lower() != "int8":
+            return f"tensor {name!r} is {graph.tensors[name].dtype.name}, the twins are int8"
+    return None
+
+
+def _i32(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a).astype(np.int32))
+
+
+def _raw_bias(folded: np.ndarray, weights2d: np.ndarray, in_zp: int) -> np.ndarray:
+    """Undo kernels/conv2d.folded_bias: bias = folded + in_zp * sum(row), int32 wrap."""
+    b = folded.astype(np.int64) + int(in_zp) * weights2d.astype(np.int64).sum(axis=1)
+    return (((b + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).astype(np.int32)
+
+
+def _consts(**arrays) -> list[Buf]:
+    out = []
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        out.append(Buf(name, a.nbytes, a, "flash"))
+    return out
+
+
+def marshal(graph: Graph, op: Op, params, inputs: list[np.ndarray]) -> LayerCall:
+    """The twin call of ``op`` given its prepared ``params`` and runtime ``inputs``."""
+    why = supports(graph, op)
+    if why is not None:
+        raise UnsupportedOpError(why, layer=op.label)
+    entry, struct = ENTRIES[op.kind]
+    out_t = graph.tensors[op.outputs[0]]
+    out_shape = tuple(int(s) for s in out_t.shape)
+    n_out = int(np.prod(out_shape))
+    fn = globals()[f"_marshal_{struct}"]
+    values, bufs, path = fn(graph, op, params, inputs)
+    bufs.append(Buf("output", n_out))
+    values.setdefault("output", "output")
+    return LayerCall(op.kind, entry, struct, values, tuple(bufs), "output", out_shape, path)
+
+
+def _act(x: np.ndarray) -> Buf:
+    x = np.ascontiguousarray(x, dtype=np.int8)
+    return Buf("input", x.nbytes, x, "ram")
+
+
+def _marshal_conv(graph, op, p, inputs):
+    from mcusim.kernels.conv2d import Conv2DParams
+
+    if not isinstance(p, Conv2DParams):
+        raise UnsupportedOpError("conv2d params are not int8 Conv2DParams", layer=op.label)
+    x = np.ascontiguousarray(inputs[0], dtype=np.int8)
+    n_b, h, w, cin = x.shape
+    _, oh, ow, cout = p.out_shape
+    bias = _raw_bias(p.bias, p.weights, p.in_zp)
+    v = dict(
+        input="input", weights="weights", bias="bias", mult="mult", shift="shift",
+        scratch=None, batches=n_b, in_h=h, in_w=w, in_c=cin, out_h=oh, out_w=ow,
+        out_c=cout, k_h=p.kernel[0], k_w=p.kernel[1], s_h=p.stride[0], s_w=p.stride[1],
+        d_h=p.dilation[0], d_w=p.dilation[1], pad_t=p.pad[0], pad_l=p.pad[1],
+        groups=p.groups, in_offset=-p.in_zp, out_offset=p.out_zp, act_min=p.act_min,
+        act_max=p.act_max,
+    )  # fmt: skip
+    bufs = [_act(x)] + _consts(
+        weights=p.weights.astype(np.int8), bias=bias, mult=_i32(p.mult), shift=_i32(p.shift)
+    )
+    one = p.pad == (0, 0) and p.kernel == (1, 1) and p.dilation == (1, 1) and p.groups == 1
+    if one:
+        path = "1x1 (mat_mult_nt_t_s8)" + ("" if p.stride == (1, 1) else ", per output row")
+    else:
+        cols = p.kernel[0] * p.kernel[1] * (cin // p.groups)
+        al = (cols + 3) & ~3
+        bufs.append(Buf("scratch", 2 * al * 2 + al))
+        v["scratch"] = "scratch"
+        path = "im2col s16 + 2x2 mat_mult_kernel_s8_s16"
+    return v, bufs, path
+
+
+def _marshal_dw(graph, op, p, inputs):
+    from mcusim.kernels.depthwise_conv2d import DepthwiseParams
+
+    if not isinstance(p, DepthwiseParams):
+        raise UnsupportedOpError("depthwise params are not int8", layer=op.label)
+    x = np.ascontiguousarray(inputs[0], dtype=np.int8)
+    n_b, h, w, cin = x.shape
+    _, oh, ow, cout = p.out_shape
+    v = dict(
+        input="input", weights="weights", bias="bias", mult="mult", shift="shift",
+        scratch=None, batches=n_b, in_h=h, in_w=w, in_c=cin, out_h=oh, out_w=ow,
+        out_c=cout, k_h=p.kernel[0], k_w=p.kernel[1], s_h=p.stride[0], s_w=p.stride[1],
+        d_h=p.dilation[0], d_w=p.dilation[1], pad_t=p.pad[0], pad_l=p.pad[1],
+        ch_mult=p.depth_multiplier, in_offset=-p.in_zp, out_offset=p.out_zp,
+        act_min=p.act_min, act_max=p.act_max,
+    )  # fmt: skip
+    bufs = [_act(x)] + _consts(
+        weights=p.weights.astype(np.int8), bias=_i32(p.bias), mult=_i32(p.mult),
+        shift=_i32(p.shift),
+    )  # fmt: skip
+    simple = n_b == 1 and p.dilation == (1, 1)
+    if simple and p.depth_multiplier == 1 and p.kernel == (3, 3) and max(p.pad) <= 1:
+        path = "3x3 (4 channels per step)"
+    elif simple and p.depth_multiplier % 4 == 0:
+        path = "channel multiplier 4"
+    else:
+        path = "generic"
+    return v, bufs, path
+
+
+def _marshal_fc(graph, op, p, inputs):
+    from mcusim.kernels.fully_connected import FullyConnectedParams
+
+    if not isinstance(p, FullyConnectedParams):
+        raise UnsupportedOpError("fully_connected params are not int8", layer=op.label)
+    if p.weights.dtype != np.int8:
+        raise UnsupportedOpError(
+            "fully_connected with a non-zero weight zero point has no C twin", layer=op.label
+        )
+    k = p.weights.shape[1]
+    x = np.ascontiguousarray(inputs[0], dtype=np.int8).reshape(-1, k)
+    in_zp = int(graph.tensors[op.inputs[0]].quant.zero_point[0])
+    v = dict(
+        input="input", weights="weights", bias="bias", mult="mult", shift="shift",
+        batches=x.shape[0], in_depth=k, out_depth=p.weights.shape[0], in_offset=-in_zp,
+        out_offset=p.out_zp, act_min=p.act_min, act_max=p.act_max,
+    )  # fmt: skip
+    bufs = [_act(x)] + _consts(
+        weights=p.weights, bias=_raw_bias(p.bias, p.weights, in_zp), mult=_i32(p.mult),
+        shift=_i32(p.shift),
+    )  # fmt: skip
+    return v, bufs, "vec_mat_mult_t_s8 (2 rows x 4 columns)"
+
+
+def _marshal_pool(graph, op, p, inputs):
+    from mcusim.kernels.pooling import PoolParams
+
+    if not isinstance(p, PoolParams) or p.lowest != -128:
+        raise UnsupportedOpError("pooling twin is int8 only", layer=op.label)
+    x = np.ascontiguousarray(inputs[0], dtype=np.int8)
+    n_b, h, w, c = x.shape
+    v = dict(
+        input="input", scratch=None, batches=n_b, in_h=h, in_w=w, in_c=c,
+        out_h=p.out_shape[1], out_w=p.out_shape[2], f_h=p.filter[0], f_w=p.filter[1],
+        s_h=p.stride[0], s_w=p.stride[1], pad_t=p.pad[0], pad_l=p.pad[1],
+        act_min=p.act_min, act_max=p.act_max,
+    )  # fmt: skip
+    bufs = [_act(x)]
+    if op.kind == "avg_pool2d":
+        bufs.append(Buf("scratch", 4 * c))
+        v["scratch"] = "scratch"
+    return v, bufs, "avgpool (int32 sums, QADD)" if op.kind == "avg_pool2d" else "maxpool"
+
+
+def _marshal_add(graph, op, p, inputs):
+    from mcusim.kernels.elementwise import BinaryParams, _flat_operands
+
+    if not isinstance(p, BinaryParams):
+        raise UnsupportedOpError("add/sub params are not int8", layer=op.label)
+    a, b = _flat_operands(p, inputs)
+    names = "sign in1_offset in2_offset left_shift in1_mult in1_shift in2_mult in2_shift " \
+        "out_mult out_shift out_offset act_min act_max"  # fmt: skip
+    v = dict(zip(names.split(), (int(i) for i in p.ints), strict=True))
+    v.update(input1="input1", input2="input2", n=int(a.size))
+    bufs = [Buf("input1", a.nbytes, a, "ram"), Buf("input2", b.nbytes, b, "ram")]
+    bcast = any(tuple(x.shape) != p.out_shape for x in inputs) or any(
+        c is not None and tuple(c.shape) != p.out_shape for c in p.consts
+    )
+    notes = "broadcast operands expanded by the host" if bcast else ""
+    return v, bufs, "elementwise (4 per step)" + (f"; {notes}" if notes else "")
+
+
+def _marshal_softmax(graph, op, p, inputs):
+    x = np.ascontiguousarray(inputs[0], dtype=np.int8)
+    depth = x.shape[-1] if x.ndim else 1
+    v = dict(
+        input="input", rows=x.size // depth, depth=depth, input_mult=int(p.input_multiplier),
+        input_left_shift=int(p.input_left_shift), diff_min=int(p.diff_min),
+    )  # fmt: skip
+    return v, [_act(x)], "softmax (gemmlowp exp, Newton reciprocal)"
+
+
+def _marshal_copy(graph, op, p, inputs):
+    x = np.ascontiguousarray(inputs[0], dtype=np.int8)
+    return dict(src="input", dst="output", nbytes=x.nbytes), [_act(x)], "memcpy"
+
+
+# ------------------------------------------------------------------ packing and running
+
+
+def pack_struct(call: LayerCall, addrs: dict[str, int]) -> bytes:
+    """The argument struct for a 32-bit target: one little-endian word per field."""
+    words = []
+    for name, kind in STRUCTS[call.struct]:
+        v = call.values.get(name)
+        if kind == P:
+            words.append(0 if v is None else addrs[v])
+        else:
+            words.append(int(v) & 0xFFFFFFFF)
+    return np.array(words, dtype=np.uint32).tobytes()
+
+
+@dataclass
+class FirmwareRun:
+    """A twin's run in a harness: outputs, return value and the harness's CallResult."""
+
+    output: np.ndarray
+    value: int
+    result: object  # mcusim.firmware.harness.CallResult
+
+
+def run_firmware(call: LayerCall, harness, tracer=None, budget: int | None = None) -> FirmwareRun:
+    """Place ``call``'s buffers in ``harness`` (heap reset first), call the twin, read the
+    output. ``tracer``: a mcusim.firmware.trace.Tracer for trace-driven cycles."""
+    harness.reset_heap()
+    addrs: dict[str, int] = {}
+    for b in call.buffers:
+        if b.data is not None:
+            addrs[b.name] = harness.put(b.data, region=b.region, align=16)
+        else:
+            addrs[b.name] = harness.alloc(b.nbytes, region=b.region, align=16)
+            harness.write(addrs[b.name], bytes(b.nbytes))
+    args = harness.put(pack_struct(call, addrs), region="ram", align=16)
+    res = harness.call(call.entry, args, budget=budget, trace=tracer)
+    nbytes = next(b.nbytes for b in call.buffers if b.name == call.output)
+    out = harness.read_array(addrs[call.output], np.int8, nbytes).reshape(call.out_shape)
+    return FirmwareRun(out, res.signed, res)
+
+
+def build_twins(core: str, cc: str = "zig"):
+    """Build every C twin for ``core`` into one ELF (cached by content hash)."""
+    from .build import build
+
+    return build(
+        c_sources(), core, cc=cc, entries=list(ENTRY_NAMES), include_dirs=[c_dir()], opt="-O2"
+    )
+
+
+# ------------------------------------------------------------------ QEMU (Cortex-M55 / MVE)
+
+FLAT_KIND = {
+    "mn_conv_s8": 0,
+    "mn_depthwise_s8": 1,
+    "mn_fully_connected_s8": 2,
+    "mn_avgpool_s8": 3,
+    "mn_maxpool_s8": 4,
+    "mn_add_s8": 5,
+    "mn_softmax_s8": 6,
+    "mn_copy": 7,
+}
+
+
+def run_qemu(call: LayerCall, core: str = "cortex-m55", cc: str = "zig") -> tuple[np.ndarray, int]:
+    """Run the twin as whole firmware in QEMU mps3-an547 (Helium build: the conv and FC
+    matrix loops use MVE) through kernels/c/flat.c; returns (output, return value).
+    No timing: QEMU has no cycle model."""
+    from .qemu import call_function
+
+    fields = STRUCTS[call.struct]
+    ptr_names = [n for n, k in fields if k == P]
+    bufs = {b.name: b for b in call.buffers}
+    args: list = [FLAT_KIND[call.entry]]
+    out_index = None
+    for i in range(7):
+        v = call.values.get(ptr_names[i]) if i < len(ptr_names) else None
+        if v is None:
+            args.append(0)
+            continue
+        b = bufs[v]
+        data = b.data if b.data is not None else np.zeros(b.nbytes, np.uint8)
+        args.append(np.ascontiguousarray(data).view(np.uint8).reshape(-1).copy())
+        if v == call.output:
+            out_index = len(args) - 1
+    ints = [int(call.values[n]) for n, k in fields if k == I]
+    args.append(np.array(ints + [0], np.int32))
+    res = call_function(
+        c_sources(),
+        "mn_call_flat",
+        args,
+        outputs={out_index: (np.int8, call.out_shape)},
+        core=core,
+        cc=cc,
+        include_dirs=[c_dir()],
+    )
+    return res.outputs[out_index].reshape(call.out_shape), res.signed
+
+
+# ------------------------------------------------------------------ host (ctypes) build
+
+
+class HostBuildError(RuntimeError):
+    pass
+
+
+@cache
+def host_library(compiler: str = "gcc") -> ctypes.CDLL:
+    """kernels/c compiled for this machine (portable C paths) as a shared library."""
+    cc = shutil.which(compiler)
+    if cc is None:
+        raise HostBuildError(f"host compiler {compiler!r} not found")
+    srcs = c_sources()
+    h = hashlib.sha256(compiler.encode())
+    for s in srcs + sorted(c_dir().glob("*.h")):
+        h.update(s.name.encode() + b"\0" + s.read_bytes())
+    from .build import cache_dir
+
+    out = cache_dir() / "host" / f"twins-{h.hexdigest()[:24]}.so"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{id(out)}.tmp")
+        cmd = [cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-ffreestanding",
+               "-fPIC", "-shared", f"-I{c_dir()}", "-o", str(tmp), *map(str, srcs)]  # fmt: skip
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise HostBuildError(f"host build of kernels/c failed:\n{r.stderr.strip()}")
+        tmp.replace(out)
+    return ctypes.CDLL(str(out))
+
+
+@cache
+def _ctypes_struct(struct: str):
+    fields = [(n, ctypes.c_void_p if k == P else ctypes.c_int32) for n, k in STRUCTS[struct]]
+    return type(f"mn_{struct}_args", (ctypes.Structure,), {"_fields_": fields})
+
+
+def run_host(call: LayerCall, lib: ctypes.CDLL | None = None) -> tuple[np.ndarray, int]:
+    """Run the host-compiled twin; returns (output, return value)."""
+    lib = host_library() if lib is None else lib
+    arrays: dict[str, np.ndarray] = {}
+    for b in call.buffers:
+        buf = np.zeros(b.nbytes + 16, np.uint8)  # slack: never read, guards off-by-ones
+        if b.data is not None:
+            buf[: b.nbytes] = np.frombuffer(np.ascontiguousarray(b.data).tobytes(), np.uint8)
+        arrays[b.name] = buf
+    st = _ctypes_struct(call.struct)()
+    for name, kind in STRUCTS[call.struct]:
+        v = call.values.get(name)
+        if kind == P:
+            setattr(st, name, None if v is None else arrays[v].ctypes.data)
+        else:
+            setattr(st, name, int(v))
+    fn = getattr(lib, call.entry)
+    fn.restype = ctypes.c_int32
+    fn.argtypes = [ctypes.c_void_p]
+    ret = fn(ctypes.addressof(st))
+    nbytes = next(b.nbytes for b in call.buffers if b.name == call.output)
+    out = arrays[call.output][:nbytes].view(np.int8).reshape(call.out_shape).copy()
+    return out, int(ret)
