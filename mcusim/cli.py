@@ -62,14 +62,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not sep or not role or not mem:
             raise UserError(f"--memory {item!r}: expected ROLE=MEMORY, e.g. arena=dtcm")
         placement[role] = mem
+    from .placement import parse_assignments
+
+    place = parse_assignments(args.place, "--place", "conv_3=cpu")
+    precision = parse_assignments(args.precision, "--precision", "conv_3=W4A8")
+    force = "cpu" if args.force_cpu else "npu" if args.force_npu else None
+    calibration = None
+    if args.calibration:
+        if not precision:
+            raise UserError("--calibration is only used with --precision LAYER=WxAy")
+        try:
+            calibration = np.load(args.calibration, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read calibration array: {e}", file=args.calibration) from None
     result = mcusim.run(
-        model, device=args.device, inputs=inputs, seed=args.seed, placement=placement or None
+        model,
+        device=args.device,
+        inputs=inputs,
+        seed=args.seed,
+        placement=placement or None,
+        place=place or None,
+        force=force,
+        precision=precision or None,
+        calibration=calibration,
     )
     dev = mcusim.load_device(args.device)
     tot = result.traffic_totals()
-    # memories this run touched, in device order; cache levels it simulated
+    # memories this run touched, in device order (then the tile's); cache levels simulated
     mems = [m.name for m in dev.memories if m.name in tot]
+    mems += [m for m in tot if m not in mems]
     levels = list(dict.fromkeys(k for r in result.layers for k in (r.cache or {})))
+    hetero = any(r.clock_hz and r.clock_hz != result.clock_hz for r in result.layers)
+    xfers = any(r.transfer_bytes for r in result.layers)
+    reasons = any(r.placement_reason for r in result.layers)
 
     from rich.table import Table
 
@@ -82,17 +107,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         ("engine", "left"),
         ("kernel", "left"),
         ("MACs", "right"),
-        ("cycles", "right"),
+        ("cycles (engine clk)" if hetero else "cycles", "right"),
         ("stall", "right"),
         ("time µs", "right"),
     ]:
         table.add_column(col, justify=justify, no_wrap=col != "layer")
+    if xfers:  # copies between CPU memory and the tile's memory, in CPU cycles
+        table.add_column("xfer B", justify="right")
+        table.add_column("xfer cyc", justify="right")
     for m in mems:
         table.add_column(f"{m} R", justify="right")
         table.add_column(f"{m} W", justify="right")
     for lv in levels:
         table.add_column(f"{lv} hit%", justify="right")
     table.add_column("energy µJ", justify="right")
+    # why CPU layers are not on the NPU: a footnote number per distinct reason
+    why: dict[str, int] = {}
+    for r in result.layers:
+        if r.placement_reason and r.placement_reason not in why:
+            why[r.placement_reason] = len(why) + 1
+    if reasons:
+        table.add_column("why CPU", justify="left")
     for r in result.layers:
         row = [
             str(r.index),
@@ -106,11 +141,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             _fmt_int(r.stall_cycles),
             f"{r.latency_s * 1e6:,.1f}",
         ]
+        if xfers:
+            row += [_fmt_bytes(r.transfer_bytes), _fmt_bytes(r.transfer_cycles)]
         for m in mems:
             rw = r.traffic.get(m, {})
             row += [_fmt_bytes(rw.get("read", 0)), _fmt_bytes(rw.get("write", 0))]
         row += [_hit_rate((r.cache or {}).get(lv)) for lv in levels]
         row.append(f"{r.energy_j * 1e6:,.2f}")
+        if reasons:
+            row.append(f"[{why[r.placement_reason]}]" if r.placement_reason else "")
         table.add_row(*row)
     row = [
         "",
@@ -120,10 +159,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         "",
         "",
         _fmt_int(result.total_macs),
-        _fmt_int(result.total_cycles),
+        _fmt_int(result.total_cycles) + (" (CPU clk)" if hetero else ""),
         _fmt_int(sum(r.stall_cycles for r in result.layers)),
         f"{result.latency_s * 1e6:,.1f}",
     ]
+    if xfers:
+        row += [
+            _fmt_bytes(sum(r.transfer_bytes for r in result.layers)),
+            _fmt_bytes(sum(r.transfer_cycles for r in result.layers)),
+        ]
     for m in mems:
         row += [
             _fmt_bytes(tot.get(m, {}).get("read", 0)),
@@ -132,6 +176,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cache_tot = result.totals().get("cache") or {}
     row += [_hit_rate(cache_tot.get(lv)) for lv in levels]
     row.append(f"{result.energy_j * 1e6:,.2f}")
+    if reasons:
+        row.append("")
     table.add_row(*row, style="bold")
     con = _console()
     con.print(table)
@@ -139,6 +185,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"latency {result.latency_s * 1e3:.3f} ms · energy {result.energy_j * 1e6:.2f} µJ · "
         f"peak RAM {result.peak_ram_bytes:,} B · flash (constants) {result.flash_bytes:,} B"
     )
+    for text, n in why.items():
+        layers = [str(r.index) for r in result.layers if r.placement_reason == text]
+        con.print(f"\\[{n}] on the CPU (layers {', '.join(layers)}): {text}")
+    _print_placement(con, result)
     for note in result.notes:
         con.print(f"note: {note}")
     if args.json:
@@ -151,6 +201,107 @@ def cmd_run(args: argparse.Namespace) -> int:
         for i, y in enumerate(result.outputs):
             np.save(out / f"output_{i}.npy", y)
     return 0
+
+
+def _print_placement(con, result) -> None:
+    """Engines used, transfers, the tile's one-time costs and re-quantization reports."""
+    from .quantize import format_sqnr
+
+    eng = result.totals()["engines"]
+    if result.npu or len(eng) > 1:
+        parts = [
+            f"{e}: {v['layers']} layers, {v['cycles']:,} cycles @ {v['clock_hz'] / 1e6:g} MHz "
+            f"({v['latency_s'] * 1e3:.3f} ms)"
+            for e, v in eng.items()
+        ]
+        con.print("engines: " + " · ".join(parts))
+        xb = sum(r.transfer_bytes for r in result.layers)
+        xc = sum(r.transfer_cycles for r in result.layers)
+        con.print(
+            f"transfers between CPU memory and the NPU: {xb:,} B, {xc:,} CPU cycles "
+            "(in the layers' latency)"
+        )
+        one = (result.npu or {}).get("one_time") or {}
+        if one:
+            con.print("NPU one-time costs (not in the inference): " + _fmt_one_time(one))
+    if result.requant_report:
+        from rich.table import Table
+
+        t = Table(
+            title="NPU layers re-quantized to the tile's arithmetic: deviation of their int8 "
+            "outputs from TFLite arithmetic (layer alone / as run)"
+        )
+        rows = result.requant_report
+        cols = [(k, h) for k, h in _REQUANT_COLUMNS if k in rows[0]]
+        t.add_column("#", justify="right")
+        t.add_column("layer")
+        for _k, h in cols:
+            t.add_column(h, justify="right")
+        for row in rows:
+            t.add_row(
+                str(row["index"]),
+                _short_name(row["layer"]),
+                *[_fmt_report(row[k]) for k, _h in cols],
+            )
+        con.print(t)
+        for o in (result.npu or {}).get("requant_outputs", []):
+            con.print(
+                f"model output {o['output']}: max |diff| {o['max_abs_diff']}, "
+                f"{o['pct_equal']:.1f} % equal, SQNR {format_sqnr(o['sqnr_db'])} dB "
+                "vs TFLite arithmetic on every layer"
+            )
+    if result.precision_report:
+        changed = [r for r in result.precision_report if r.get("requested")]
+        if changed:
+            con.print(
+                "re-quantized layers (SQNR dB vs the source model): "
+                + ", ".join(
+                    f"{_short_name(r['layer'])} {r['precision']} {format_sqnr(r['sqnr_db'])}"
+                    for r in changed
+                )
+            )
+
+
+# tile re-quantization report: key -> column header (the JSON has every key)
+_REQUANT_COLUMNS = [
+    ("output_shift", "shift"),
+    ("weights_saturated", "w sat"),
+    ("bias_saturated", "b sat"),
+    ("activation", "activation"),
+    ("border_inexact", "border inexact"),
+    ("max_abs_diff_layer", "max|Δ| layer"),
+    ("pct_equal_layer", "% equal layer"),
+    ("sqnr_db_layer", "SQNR dB layer"),
+    ("max_abs_diff_in_run", "max|Δ| as run"),
+    ("pct_equal_in_run", "% equal as run"),
+    ("sqnr_db_in_run", "SQNR dB as run"),
+]
+
+
+def _fmt_one_time(one: dict) -> str:
+    items = []
+    for k, v in one.items():
+        if isinstance(v, bool):
+            items.append(k if v else f"not {k}")
+        elif isinstance(v, int):
+            items.append(f"{k} {v:,}")
+        elif isinstance(v, float):
+            items.append(f"{k} {v:.4g}")
+        elif isinstance(v, (list, tuple)):
+            items.append("; ".join(map(str, v)))
+        else:
+            items.append(f"{k} {v}")
+    return ", ".join(items)
+
+
+def _fmt_report(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        from .quantize import format_sqnr
+
+        return format_sqnr(v) if v in (float("inf"), float("-inf")) else f"{v:.1f}"
+    return str(v)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -210,7 +361,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     import mcusim
     from mcusim import qnn
 
-    model = mcusim.load(args.model)
+    model = mcusim.load(args.model, checkpoint=getattr(args, "checkpoint", None))
     out = Path(args.output)
     qnn.save(model.graph, out)
     print(f"wrote {out} ({out.stat().st_size:,} bytes, {len(model.graph.ops)} ops)")
@@ -284,6 +435,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="place a role (constants, arena, code) in another memory of the device, "
         "e.g. --memory arena=dtcm (repeatable)",
     )
+    r.add_argument(
+        "--place",
+        action="append",
+        metavar="LAYER=cpu|npu",
+        help="run a layer (op name, op index or glob) on the CPU or the NPU (repeatable)",
+    )
+    force = r.add_mutually_exclusive_group()
+    force.add_argument("--force-cpu", action="store_true", help="every layer on the CPU")
+    force.add_argument(
+        "--force-npu",
+        action="store_true",
+        help="every layer on the NPU (an error names the first layer it cannot run)",
+    )
+    r.add_argument(
+        "--precision",
+        action="append",
+        metavar="LAYER=WxAy",
+        help="re-quantize a layer before placement, e.g. conv_3=W4A8 (repeatable)",
+    )
+    r.add_argument(
+        "--calibration",
+        metavar="X.npy",
+        help="calibration inputs for --precision (default: 16 seeded random inputs)",
+    )
     r.add_argument("--save-outputs", metavar="DIR", help="write output_<i>.npy files here")
     r.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     r.add_argument("--csv", metavar="FILE", help="write the per-layer table as CSV")
@@ -299,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="convert a .tflite model to .qnn")
     c.add_argument("model")
     c.add_argument("-o", "--output", required=True)
+    c.add_argument(
+        "--checkpoint", help="ai8x quantized checkpoint (.pth.tar) for a network YAML model"
+    )
     c.set_defaults(func=cmd_convert)
 
     q = sub.add_parser(

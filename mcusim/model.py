@@ -28,6 +28,8 @@ class Model:
     path: str | None = None
     _prepared: list[PreparedOp] | None = field(default=None, repr=False)
     _costs: dict[Any, Any] = field(default_factory=dict, repr=False)
+    # per (device, placement): kernels where an NPU tile computes with its own arithmetic
+    _prepared_for: dict[Any, list[PreparedOp]] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -54,9 +56,41 @@ class Model:
             self._prepared = prepared
         return self._prepared
 
+    def prepared_for(self, key: Any, kernels: dict[int, Any]) -> list[PreparedOp]:
+        """The prepared ops with op ``i`` computed by ``kernels[i]`` (a KernelDef a tile
+        returned from ``compute_kernel``: its arithmetic differs from TFLite's) and every
+        other op by the reference kernels. Cached under ``key`` (device, placement)."""
+        if not kernels:
+            return self.prepared()
+        cached = self._prepared_for.get(key)
+        if cached is None:
+            import mcusim.kernels  # noqa: F401  (registers every kernel)
+            from mcusim.kernels.registry import kernel_for
 
-def load(path: str | Path) -> Model:
-    """Load a .tflite, .qnn or QONNX .onnx file (recognised by content, not by extension)."""
+            g = self.graph
+            base = self._prepared  # reference preparations already made are reused
+            cached = []
+            for i, op in enumerate(g.ops):
+                kdef = kernels.get(i)
+                if kdef is None and base is not None:
+                    cached.append(base[i])
+                    continue
+                kdef = kdef or kernel_for(op.kind, layer=op.label)
+                cached.append(
+                    PreparedOp(
+                        compute=kdef.compute,
+                        params=kdef.prepare(g, op),
+                        inputs=tuple(n for n in op.inputs if n and not g.tensors[n].is_const),
+                        outputs=tuple(op.outputs),
+                    )
+                )
+            self._prepared_for[key] = cached
+        return cached
+
+
+def load(path: str | Path, checkpoint: str | Path | None = None) -> Model:
+    """Load a .tflite, .qnn or QONNX .onnx file (recognised by content, not by extension),
+    or an ai8x network YAML together with its quantized ``checkpoint`` (.pth.tar)."""
     p = Path(path)
     if not p.is_file():
         raise ModelFormatError("file not found", file=str(p))
@@ -65,6 +99,12 @@ def load(path: str | Path) -> Model:
         raise ModelFormatError(f"file is {size} bytes, over the 1 GiB limit", file=str(p))
     with p.open("rb") as f:
         head = f.read(8)
+    if checkpoint is not None or p.suffix.lower() in (".yaml", ".yml"):
+        if checkpoint is None:
+            raise ModelFormatError("an ai8x network YAML needs --checkpoint", file=str(p))
+        from .importers.ai8x import load_ai8x
+
+        return Model(graph=load_ai8x(p, checkpoint), path=str(p))
     if head[:4] == b"PK\x03\x04":
         from . import qnn
 

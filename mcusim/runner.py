@@ -7,6 +7,7 @@ reused by every run on that device; outputs are computed on every run.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,6 +18,7 @@ import numpy as np
 
 from mcusim.devices.loader import load_device
 from mcusim.devices.model import Device
+from mcusim.devices.npu.base import NpuLayerCost, NpuTile
 from mcusim.traces.records import LayerRecord, RunResult
 
 from .costs import LayerCost, StreamUse, layer_cost
@@ -25,6 +27,7 @@ from .graph import Graph, Op
 from .inputs import check_inputs, random_inputs
 from .memory_plan import ArenaPlan, plan_arena
 from .model import Model, load
+from .placement import Placement, Transfer
 from .stats import constant_bytes, op_macs
 
 if TYPE_CHECKING:
@@ -173,14 +176,390 @@ def _placed(device: Device, placement: tuple[tuple[str, str], ...]) -> Device:
     return device.with_placement(dict(placement))
 
 
-def compute_outputs(model: Model, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Run every op's compute kernel; returns every activation tensor by name."""
+def compute_outputs(
+    model: Model, inputs: list[np.ndarray], prepared: list | None = None
+) -> dict[str, np.ndarray]:
+    """Run every op's compute kernel (``prepared``: the per-placement kernels, default the
+    reference ones); returns every activation tensor by name."""
     env: dict[str, np.ndarray] = dict(zip(model.graph.inputs, inputs, strict=True))
-    for p in model.prepared():
+    for p in prepared if prepared is not None else model.prepared():
         outs = p.compute(p.params, [env[n] for n in p.inputs])
         for n, o in zip(p.outputs, outs, strict=True):
             env[n] = o
     return env
+
+
+# ---------------------------------------------------------------------------------------
+# Heterogeneous placement (docs/placement.md)
+
+
+@dataclass(frozen=True)
+class HeteroCosts:
+    """Costs of one (model, device, placement): CPU layers timed by the core (or its
+    cluster), NPU layers by the tile, transfers at engine changes."""
+
+    device: Device
+    placement: Placement
+    tile: NpuTile
+    cpu: dict[int, tuple[OpTiming, LayerCost, object]]  # op -> (timing, cost, cluster layer)
+    npu: dict[int, NpuLayerCost]
+    transfers: tuple[Transfer, ...]
+    transfer_cycles: tuple[int, ...]  # CPU cycles of each transfer (tile.transfer_cycles)
+    plan: ArenaPlan  # CPU arena
+    flash_bytes: int
+    npu_plan: object
+    one_time: dict
+    shared_memory: bool
+
+
+@lru_cache(maxsize=64)
+def _tile(device: Device) -> NpuTile | None:
+    from mcusim.devices.npu import npu_tile
+
+    return npu_tile(device)
+
+
+def shares_cpu_memory(tile: NpuTile) -> bool:
+    """True when the tile computes in CPU memory (no copy at engine changes): the tile says
+    so with ``shared_memory``; otherwise a tile whose transfers cost nothing is taken so."""
+    flag = getattr(tile, "shared_memory", None)
+    if flag is not None:
+        return bool(flag)
+    return tile.transfer_cycles(1024) == 0
+
+
+def hetero_costs(model: Model, device: Device, tile: NpuTile, pl: Placement) -> HeteroCosts:
+    key = (device, pl.engines)
+    cached = model._costs.get(key)
+    if cached is not None:
+        return cached
+    from mcusim.isa.schedule import Program
+
+    from .placement import cpu_view, find_transfers
+
+    g = model.graph
+    cpu_ops = [i for i in range(len(g.ops)) if pl.side(i) == "cpu"]
+    npu_ops = [g.ops[i] for i in pl.npu_ops]
+    npu_plan = tile.plan(g, npu_ops)  # FitError names resource / need / have
+    shared = shares_cpu_memory(tile)
+    cluster_layers: dict[int, object] = {}
+    timings: dict[int, OpTiming] = {}
+    if device.cluster is not None:
+        from .cluster import cluster_layer
+
+        for i in cpu_ops:
+            cl = cluster_layer(device, g, g.ops[i])
+            cluster_layers[i] = cl
+            timings[i] = OpTiming(
+                cl.kernel, cl.compute_cycles, cl.instructions, cl.code_bytes, 0, {}
+            )
+    else:
+        for i in cpu_ops:
+            timings[i] = time_op(device, g, g.ops[i])
+    view = cpu_view(g, pl, shared)
+    plan = plan_arena(view, {i: tm.scratch_bytes for i, tm in timings.items()})
+    flash = constant_bytes(g)
+    check_fit(model, device, plan.peak_bytes, flash)
+    cpu: dict[int, tuple[OpTiming, LayerCost, object]] = {}
+    if device.cluster is not None:
+        from .costs import cluster_layer_cost
+
+        for i in cpu_ops:
+            cpu[i] = (timings[i], cluster_layer_cost(device, cluster_layers[i]), cluster_layers[i])
+    else:
+        from .cache import needs_simulation, simulate_model
+
+        sim = None
+        if needs_simulation(device) and cpu_ops:
+            # the CPU's caches see the CPU layers' address streams in order; NPU layers
+            # run no CPU code (an empty program)
+            programs = [
+                timings[i].program if i in timings else Program([]) for i in range(len(g.ops))
+            ]
+            sim = simulate_model(g, programs, plan, device)
+        for i in cpu_ops:
+            tm = timings[i]
+            c = layer_cost(
+                device,
+                tm.compute_cycles,
+                tm.instructions,
+                tm.code_bytes,
+                tm.streams,
+                {},
+                cache=sim.layer(i) if sim is not None else None,
+            )
+            cpu[i] = (tm, c, None)
+    npu = {i: tile.layer_cost(g, g.ops[i], npu_plan) for i in pl.npu_ops}
+    # a tile computing in CPU memory reads and writes the arena itself: nothing is copied
+    transfers = () if shared else tuple(find_transfers(g, pl))
+    tcycles = tuple(int(tile.transfer_cycles(t.nbytes)) for t in transfers)
+    one_time = tile.one_time_costs(g, npu_ops, npu_plan) or {}
+    hc = HeteroCosts(
+        device, pl, tile, cpu, npu, transfers, tcycles, plan, flash, npu_plan, one_time, shared
+    )
+    model._costs[key] = hc
+    return hc
+
+
+def _with_precision(
+    model: Model, precision: Mapping[str, str], calibration
+) -> tuple[Model, list[dict]]:
+    """The model with the requested layers re-quantized (mcusim.quantize.requantize; seeded
+    random calibration inputs unless ``calibration`` is given), cached per request."""
+    from .quantize import requantize
+
+    key = ("precision", tuple(sorted(precision.items())))
+    if calibration is None and key in model._costs:
+        return model._costs[key]
+    res = requantize(model, dict(precision), calibration)
+    out = (Model(res.graph, path=model.path), res.records)
+    if calibration is None:
+        model._costs[key] = out
+    return out
+
+
+def _tile_fn(tile: NpuTile, name: str):
+    """A function the tile's module (or the tile) provides beyond the base interface."""
+    fn = getattr(tile, name, None)
+    if fn is None:
+        fn = getattr(importlib.import_module(type(tile).__module__), name, None)
+    return fn
+
+
+def _tile_requant(model: Model, tile: NpuTile, pl: Placement):
+    """A TFLite INT8 model whose NPU layers move to the tile's own arithmetic (MAX78000:
+    ``requantize_for_max78000(graph, op) -> (rewrite, report)`` + ``apply_requant``): the
+    rewritten model and the per-layer rewrite reports, or None when nothing changes.
+
+    Re-quantized: conv2d / fully_connected layers on the tile with TFLite fixed-point
+    requantization and 8-bit weights (layers already in the tile's arithmetic, e.g. an
+    imported ai8x network, are left alone)."""
+    fn = _tile_fn(tile, "requantize_for_max78000")
+    apply = _tile_fn(tile, "apply_requant")
+    if fn is None or apply is None or not pl.npu_ops:
+        return None
+    key = ("tile-requant", tile.kind, pl.engines)
+    if key in model._costs:
+        return model._costs[key]
+    from .quantize import copy_graph
+
+    g = model.graph
+    todo = [
+        i
+        for i in pl.npu_ops
+        if g.ops[i].kind in ("conv2d", "fully_connected")
+        and getattr(g.ops[i].attrs, "requant", "fixed_point") == "fixed_point"
+        and g.tensors[g.ops[i].inputs[1]].dtype.bits == 8
+        and not g.tensors[g.ops[i].inputs[1]].dtype.is_float
+    ]
+    out = None
+    if todo:
+        g2 = copy_graph(g)
+        reports = {}
+        for i in todo:
+            rq, rep = fn(g2, g2.ops[i])
+            apply(g2, g2.ops[i], rq)
+            reports[i] = rep
+        used = {n for op in g2.ops for n in op.inputs if n}
+        for n in [n for n, t in g2.tensors.items() if t.is_const and n not in used]:
+            del g2.tensors[n]  # the replaced INT8 weights and biases
+        g2.validate()
+        out = (Model(g2, path=model.path), reports)
+    model._costs[key] = out
+    return out
+
+
+def _requant_report(
+    tile: NpuTile, src: Model, new: Model, reports: dict[int, dict], ref_env, new_env, prepared
+) -> tuple[list[dict], list[dict]]:
+    """Per re-quantized layer: the tile's rewrite report, the deviation of the layer alone
+    (the original INT8 input through both arithmetics: ``*_layer``) and as run (errors of
+    earlier layers included: ``*_in_run``); and per model output its deviation."""
+    dev = _tile_fn(tile, "deviation_report")
+    if dev is None:
+        return [], []
+    g0, g = src.graph, new.graph
+    rows = []
+    for i, rep in reports.items():
+        op = g.ops[i]
+        y = op.outputs[0]
+        zp = int(g.tensors[y].quant.zero_point[0]) if g.tensors[y].quant is not None else 0
+        p = prepared[i]
+        alone = p.compute(p.params, [ref_env[n] for n in p.inputs])[0]
+        a = dev(ref_env[y], alone, zp)
+        b = dev(ref_env[y], new_env[y], zp)
+        row = {"index": i, **rep}
+        row.update({f"{k}_layer": v for k, v in a.items()})
+        row.update({f"{k}_in_run": v for k, v in b.items()})
+        rows.append(row)
+    outs = []
+    for n in g0.outputs:
+        t = g0.tensors[n]
+        zp = int(t.quant.zero_point[0]) if t.quant is not None else 0
+        outs.append({"output": n, **dev(ref_env[n], new_env[n], zp)})
+    return rows, outs
+
+
+def _cpu_record(
+    i: int,
+    g: Graph,
+    op: Op,
+    tm: OpTiming,
+    c: LayerCost,
+    cl,
+    engine: str,
+    clock_hz: float,
+    **extra,
+) -> LayerRecord:
+    if cl is not None:
+        extra.update(
+            cores=cl.cores_used,
+            bank_conflict_cycles=cl.bank_conflict_cycles,
+            barrier_cycles=cl.barrier_cycles,
+            dma_stall_cycles=cl.dma_stall_cycles,
+            tiles=cl.tiles.tiles,
+        )
+    return LayerRecord(
+        index=i,
+        name=op.name,
+        op=op.kind,
+        engine=engine,
+        precision=_precision(g, op),
+        kernel=tm.kernel,
+        macs=op_macs(g, op),
+        instructions=c.instructions,
+        compute_cycles=c.compute_cycles,
+        stall_cycles=c.stall_cycles,
+        cycles=c.cycles,
+        latency_s=c.cycles / clock_hz,
+        energy_j=c.energy_j,
+        core_energy_j=c.core_energy_j,
+        memory_energy_j=c.memory_energy_j,
+        traffic={m: dict(rw) for m, rw in c.traffic.items()},
+        output_shape=tuple(g.tensors[op.outputs[0]].shape),
+        cache={lv: dict(st) for lv, st in c.cache.items()},
+        clock_hz=clock_hz,
+        **extra,
+    )
+
+
+def _add_transfers(rec: LayerRecord, items: list[tuple[Transfer, int]], dev: Device, hc) -> None:
+    """Charge the copies of this layer's data to its record: bytes, CPU cycles (latency),
+    the CPU's active energy for them and the CPU-side memory traffic of a real copy."""
+    if not items:
+        return
+    arena = dev.memory_for("arena")
+    clk = dev.core.clock_hz
+    p_active = dev.power.active_power_w(clk)
+    for t, cyc in items:
+        rec.transfer_bytes += t.nbytes
+        rec.transfer_cycles += cyc
+        rec.latency_s += cyc / clk
+        core_j = p_active * cyc / clk
+        mem_j = 0.0
+        if cyc > 0 and not hc.shared_memory:
+            rw = rec.traffic.setdefault(arena.name, {"read": 0, "write": 0})
+            if t.dst == "npu":
+                rw["read"] = rw.get("read", 0) + t.nbytes
+                mem_j = t.nbytes * arena.read_pj_per_byte * 1e-12
+            else:
+                rw["write"] = rw.get("write", 0) + t.nbytes
+                mem_j = t.nbytes * arena.write_pj_per_byte * 1e-12
+        rec.core_energy_j += core_j
+        rec.memory_energy_j += mem_j
+        rec.energy_j += core_j + mem_j
+        rec.notes.append(f"{t.src}->{t.dst} {t.tensor}: {t.nbytes} B, {cyc} cycles")
+
+
+def _run_hetero(model, dev, tile, pl, xs, keep_tensors, requant=None) -> RunResult:
+    """``requant``: (source model, per-layer rewrite reports) when ``model`` is the source
+    with its NPU layers moved to the tile's arithmetic."""
+    g = model.graph
+    hc = hetero_costs(model, dev, tile, pl)
+    kernels = {}
+    for i in pl.npu_ops:
+        k = tile.compute_kernel(g, g.ops[i])
+        if k is not None:
+            kernels[i] = k
+    prepared = model.prepared_for((dev, pl.engines), kernels)
+    env = compute_outputs(model, xs, prepared)
+    clk = dev.core.clock_hz
+    npu_clk = float(tile.clock_hz)
+    by_layer: dict[int, list[tuple[Transfer, int]]] = {}
+    for t, cyc in zip(hc.transfers, hc.transfer_cycles, strict=True):
+        by_layer.setdefault(t.layer, []).append((t, cyc))
+    layers = []
+    for i, op in enumerate(g.ops):
+        if i in hc.cpu:
+            tm, c, cl = hc.cpu[i]
+            rec = _cpu_record(
+                i, g, op, tm, c, cl, pl.engines[i], clk, placement_reason=pl.reasons[i]
+            )
+        else:
+            nc = hc.npu[i]
+            # the tile's energy covers the layer, the CPU waiting included (the tile
+            # model decides how: MAX78000 adds its cpu_wait_power_w x time)
+            lat = nc.cycles / npu_clk
+            rec = LayerRecord(
+                index=i,
+                name=op.name,
+                op=op.kind,
+                engine=pl.engines[i],
+                precision=_precision(g, op),
+                kernel=tile.kind + (" (estimate)" if nc.estimate else ""),
+                macs=op_macs(g, op),
+                instructions=0,
+                compute_cycles=int(nc.compute_cycles),
+                stall_cycles=max(int(nc.cycles) - int(nc.compute_cycles), 0),
+                cycles=int(nc.cycles),
+                latency_s=lat,
+                energy_j=nc.energy_j,
+                core_energy_j=0.0,
+                memory_energy_j=0.0,
+                traffic={m: dict(rw) for m, rw in nc.traffic.items()},
+                output_shape=tuple(g.tensors[op.outputs[0]].shape),
+                clock_hz=npu_clk,
+                npu_energy_j=nc.energy_j,
+                estimate=bool(nc.estimate),
+                notes=list(nc.notes),
+            )
+        _add_transfers(rec, by_layer.get(i, []), dev, hc)
+        layers.append(rec)
+    notes = list(dev.notes)
+    result = RunResult(
+        model=g.name,
+        device=dev.name,
+        clock_hz=clk,
+        layers=layers,
+        outputs=[env[n] for n in g.outputs],
+        peak_ram_bytes=hc.plan.peak_bytes,
+        flash_bytes=hc.flash_bytes,
+        notes=notes,
+        tensors=env if keep_tensors else None,
+        npu={
+            "kind": tile.kind,
+            "engine": pl.npu_engine,
+            "clock_hz": npu_clk,
+            "layers": len(pl.npu_ops),
+            "shared_memory": hc.shared_memory,
+            "one_time": hc.one_time,
+            "plan": _plan_summary(hc.npu_plan),
+        },
+    )
+    if requant is not None:
+        src, reports = requant
+        ref_env = compute_outputs(src, xs)
+        rows, outs = _requant_report(tile, src, model, reports, ref_env, env, prepared)
+        result.requant_report = rows
+        result.npu["requant_outputs"] = outs
+    return result
+
+
+def _plan_summary(plan) -> object:
+    fn = getattr(plan, "summary", None)
+    if callable(fn):
+        return fn()
+    return plan
 
 
 def run(
@@ -190,6 +569,11 @@ def run(
     seed: int = 0,
     keep_tensors: bool = False,
     placement: Mapping[str, str] | None = None,
+    *,
+    place: Mapping[str, str] | None = None,
+    force: str | None = None,
+    precision: Mapping[str, str] | None = None,
+    calibration: np.ndarray | Sequence[np.ndarray] | None = None,
 ) -> RunResult:
     """Simulate one inference of ``model`` on ``device``.
 
@@ -197,53 +581,60 @@ def run(
     ``keep_tensors`` the result also carries every intermediate tensor (``result.tensors``).
     ``placement`` moves roles to other memories of the device for this run, e.g.
     ``{"arena": "axi_sram", "constants": "flash"}`` (roles: constants, arena, code).
+
+    On a device with an NPU tile each layer runs on the tile when it supports it, else on
+    the CPU (docs/placement.md). ``place`` maps layer selectors (op name, index or glob)
+    to "cpu" / "npu"; ``force`` = "cpu" | "npu" moves every other layer; ``precision``
+    maps layer selectors to precisions (e.g. ``{"conv_*": "W4A8"}``): those layers are
+    re-quantized first (mcusim.quantize.requantize, on ``calibration`` inputs or seeded
+    random ones), so the tile's support check sees the new precision.
     """
+    from .placement import PlacementError
+    from .placement import place as place_layers
+
     if not isinstance(model, Model):
         model = load(model)
     dev = device if isinstance(device, Device) else load_device(device)
     if placement:
         dev = _placed(dev, tuple(sorted(placement.items())))
+    if force is not None and force not in ("cpu", "npu"):
+        raise PlacementError(f"force={force!r}: expected 'cpu', 'npu' or None")
+    precision_report = None
+    if precision:
+        model, precision_report = _with_precision(model, precision, calibration)
+    g = model.graph
+    tile = _tile(dev)
+    pl = None
+    if tile is not None or place or force is not None or any(op.placement for op in g.ops):
+        pl = place_layers(g, dev.core.name, tile, place, force)
+    xs = random_inputs(g, seed) if inputs is None else check_inputs(g, inputs)
+    if pl is not None and not pl.all_cpu:
+        rq = _tile_requant(model, tile, pl)
+        if rq is not None:
+            result = _run_hetero(rq[0], dev, tile, pl, xs, keep_tensors, (model, rq[1]))
+        else:
+            result = _run_hetero(model, dev, tile, pl, xs, keep_tensors)
+        result.precision_report = precision_report
+        return result
+    result = _run_cpu(model, dev, xs, keep_tensors, pl)
+    result.precision_report = precision_report
+    return result
+
+
+def _run_cpu(model: Model, dev: Device, xs, keep_tensors: bool, pl: Placement | None) -> RunResult:
+    """Every layer on the device's CPU (or its cluster): the pre-NPU run, unchanged."""
     g = model.graph
     dc = device_costs(model, dev)
-    xs = random_inputs(g, seed) if inputs is None else check_inputs(g, inputs)
     env = compute_outputs(model, xs)
     engine = f"cpu:{dev.core.name}"
     layers = []
     for i, (op, tm, c) in enumerate(zip(g.ops, dc.timings, dc.costs, strict=True)):
         cl = dc.cluster[i] if dc.cluster is not None else None
-        extra = {}
-        if cl is not None:
-            extra = dict(
-                cores=cl.cores_used,
-                bank_conflict_cycles=cl.bank_conflict_cycles,
-                barrier_cycles=cl.barrier_cycles,
-                dma_stall_cycles=cl.dma_stall_cycles,
-                tiles=cl.tiles.tiles,
-            )
+        reason = pl.reasons[i] if pl is not None else ""
         layers.append(
-            LayerRecord(
-                index=i,
-                name=op.name,
-                op=op.kind,
-                engine=engine,
-                precision=_precision(g, op),
-                kernel=tm.kernel,
-                macs=op_macs(g, op),
-                instructions=c.instructions,
-                compute_cycles=c.compute_cycles,
-                stall_cycles=c.stall_cycles,
-                cycles=c.cycles,
-                latency_s=c.cycles / dev.core.clock_hz,
-                energy_j=c.energy_j,
-                core_energy_j=c.core_energy_j,
-                memory_energy_j=c.memory_energy_j,
-                traffic={m: dict(rw) for m, rw in c.traffic.items()},
-                output_shape=tuple(g.tensors[op.outputs[0]].shape),
-                cache={lv: dict(st) for lv, st in c.cache.items()},
-                **extra,
-            )
+            _cpu_record(i, g, op, tm, c, cl, engine, dev.core.clock_hz, placement_reason=reason)
         )
-    result = RunResult(
+    return RunResult(
         model=g.name,
         device=dev.name,
         clock_hz=dev.core.clock_hz,
@@ -254,4 +645,3 @@ def run(
         notes=list(dev.notes),
         tensors=env if keep_tensors else None,
     )
-    return result
