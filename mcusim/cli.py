@@ -498,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("-o", "--output", required=True, help="output .qnn file")
     q.set_defaults(func=cmd_quantize)
+    from .crosscheck import add_crosscheck_parser
+
+    add_crosscheck_parser(sub)
     return p
 
 

@@ -39,12 +39,15 @@ class Model:
         """Per-op kernel params (multipliers, clamp ranges, reordered weights)."""
         if self._prepared is None:
             import mcusim.kernels  # noqa: F401  (registers every kernel)
+            from mcusim.kernels.max78000 import ai8x_kernel
             from mcusim.kernels.registry import kernel_for
 
             g = self.graph
             prepared = []
             for op in g.ops:
-                kdef = kernel_for(op.kind, layer=op.label)
+                # MAX78000 arithmetic (ai8x-imported layers) is the layer's meaning on any
+                # engine: a CPU running such a layer computes the accelerator's integers.
+                kdef = ai8x_kernel(g, op) or kernel_for(op.kind, layer=op.label)
                 prepared.append(
                     PreparedOp(
                         compute=kdef.compute,

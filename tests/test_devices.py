@@ -35,9 +35,12 @@ def test_power_from_datasheet_current():
     assert d.power.active_power_w(d.core.clock_hz) == pytest.approx(9.984e-3)
 
 
-def test_max78000_says_cpu_only():
+def test_max78000_has_its_cnn_tile():
+    from mcusim.devices.npu import npu_tile
+
     d = load_device("max78000")
-    assert any("every layer runs on the Cortex-M4" in n for n in d.notes)
+    assert npu_tile(d).kind == "max78000-cnn"
+    assert any("CNN accelerator supports run on it" in n for n in d.notes)
 
 
 def _write(tmp_path, text):

@@ -23,7 +23,8 @@ def models():
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", SHARED_MODELS)
 def test_every_model_on_every_device(models, name, device):
-    r = mcusim.run(models[name], device=device, seed=1)
+    # the CPU path of each device (max78000's CNN tile is tested in test_npu_runs below)
+    r = mcusim.run(models[name], device=device, seed=1, force="cpu")
     d = json.loads(r.to_json())
     assert len(d["layers"]) == len(models[name].graph.ops)
     for layer in d["layers"]:
@@ -84,13 +85,44 @@ ALL_DEVICES = mcusim.bundled_devices()
 
 @pytest.mark.parametrize("device", ALL_DEVICES)
 def test_every_bundled_device_runs_every_model_bit_exact(models, device):
-    """Outputs never depend on the core: every device gives the reference outputs."""
+    """Outputs never depend on the core: every device's CPU gives the reference outputs."""
     dev = mcusim.load_device(device)
     for name, m in models.items():
         ref = mcusim.run(m, device="stm32l4r5", seed=2)
-        r = mcusim.run(m, device=dev, seed=2)
+        r = mcusim.run(m, device=dev, seed=2, force="cpu")
         for x, y in zip(ref.outputs, r.outputs, strict=True):
             assert np.array_equal(x, y), f"{name} on {device}"
         assert all(layer.cycles > 0 and layer.energy_j > 0 for layer in r.layers), name
         assert all(layer.engine == f"cpu:{dev.core.name}" for layer in r.layers)
         assert r.peak_ram_bytes <= dev.memory_for("arena").size
+
+
+NPU_DEVICES = [d for d in ALL_DEVICES if mcusim.load_device(d).npu]
+
+
+@pytest.mark.parametrize("device", NPU_DEVICES)
+def test_npu_runs(models, device):
+    """Default placement on an NPU device: supported layers on the tile, the rest on the CPU
+    with a reason; TFLite-exact tiles give the reference outputs, MAX78000 (power-of-two
+    re-quantization) reports how far each re-quantized layer moved."""
+    dev = mcusim.load_device(device)
+    for name, m in models.items():
+        try:
+            r = mcusim.run(m, device=dev, seed=2)
+        except mcusim.UserError as e:  # a model the tile cannot hold says so in one line
+            assert "need" in str(e) and "have" in str(e), str(e)
+            continue
+        engines = {layer.engine for layer in r.layers}
+        assert engines <= {f"cpu:{dev.core.name}", f"npu:{dev.npu['kind']}"}, engines
+        for layer in r.layers:
+            if layer.engine.startswith("cpu"):
+                assert layer.placement_reason, (name, layer.name)
+            if layer.macs:
+                assert layer.cycles > 0 and layer.energy_j > 0, (name, layer.name)
+        if dev.npu["kind"] == "max78000-cnn":
+            if any(layer.engine.startswith("npu") and layer.macs for layer in r.layers):
+                assert r.requant_report, name
+        else:
+            ref = mcusim.run(m, device="stm32l4r5", seed=2)
+            for x, y in zip(ref.outputs, r.outputs, strict=True):
+                assert np.array_equal(x, y), f"{name} on {device}"

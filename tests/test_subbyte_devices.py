@@ -37,7 +37,7 @@ def test_sub_byte_model_runs_bit_exact_on_device(quantized, device):
         assert np.array_equal(ref[name], y)
     got = {layer.precision for layer in r.layers if layer.macs}
     assert precision in got, got  # the requested precision really reached the device
-    assert all(layer.cycles > 0 for layer in r.layers)
+    assert all(layer.cycles > 0 for layer in r.layers if layer.macs)
 
 
 def test_armv6m_refuses_sub_byte_with_layer_and_precision(quantized):

@@ -623,6 +623,14 @@ class EthosU55Tile(NpuTile):
 
     # -- what runs where ------------------------------------------------------------
     def supports(self, graph, op) -> NpuSupport:
+        # The U55 computes 8-bit (and 16-bit) TFLite arithmetic: sub-byte, binary and
+        # threshold-requantized layers stay on the CPU.
+        for n in list(op.inputs) + list(op.outputs):
+            t = graph.tensors[n] if n else None
+            if t is not None and not t.dtype.is_float and (t.dtype.bits < 8 or t.dtype.binary):
+                return NpuSupport(False, f"tensor {t.name!r} is {t.dtype}: Ethos-U55 is 8/16-bit")
+        if getattr(op.attrs, "requant", "fixed_point") != "fixed_point":
+            return NpuSupport(False, f"requant {op.attrs.requant!r}: Ethos-U55 is TFLite-only")
         ok, reason = u55_supports(graph, op)
         return NpuSupport(ok, reason)
 

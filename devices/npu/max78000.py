@@ -221,12 +221,22 @@ class Max78000Tile(NpuTile):
             pad = self._pad_of(graph, op)
             if max(pad) > (3 if conv1d else 2):
                 return f"padding {max(pad)}: MAX78000 pads 0..{3 if conv1d else 2}"
+            if len(op.inputs) > 2 and op.inputs[2] and co > self.bias_per_quad:
+                return (
+                    f"{co} biased outputs: MAX78000 bias memory holds {self.bias_per_quad} "
+                    "per layer (one quadrant)"
+                )
             return self._mac_common(a, x, w, y, ci, co)
         if k == "fully_connected":
             x, w, y = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
             co, n_in = w.shape
             if n_in > 16384:
                 return f"{n_in} inputs: MAX78000 flatten allows C*H*W <= 16384"
+            if len(op.inputs) > 2 and op.inputs[2] and co > self.bias_per_quad:
+                return (
+                    f"{co} biased outputs: MAX78000 bias memory holds {self.bias_per_quad} "
+                    "per layer (one quadrant)"
+                )
             return self._mac_common(op.attrs, x, w, y, min(n_in, self.max_ch), co)
         if k in _POOLS:
             a = op.attrs
@@ -414,7 +424,10 @@ class Max78000Tile(NpuTile):
         t = graph.tensors
         last = chain[-1]
         x0 = t[chain[0].inputs[0]]
-        h, w, c_in = x0.shape[1], x0.shape[2], x0.shape[3]
+        if len(x0.shape) == 4:
+            h, w, c_in = x0.shape[1], x0.shape[2], x0.shape[3]
+        else:  # a linear layer's (batch, features) input: features streamed as channels
+            h, w, c_in = 1, 1, int(x0.shape[-1])
         pool, pstride = (1, 1), (1, 1)
         for o in chain:
             if o.kind in _POOLS:

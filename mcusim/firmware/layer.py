@@ -30,6 +30,8 @@ import numpy as np
 
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op
+from mcusim.precision import packed
+from mcusim.qnn import packed_size, unpack_bits
 
 P, I = "p", "i"  # field kinds: pointer (a buffer name or None) / int32
 
@@ -83,6 +85,17 @@ STRUCTS: dict[str, tuple[tuple[str, str], ...]] = {
         + [(n, I) for n in "rows depth input_mult input_left_shift diff_min".split()]
     ),
     "copy": (("src", P), ("dst", P), ("nbytes", I)),
+    "sbconv": tuple(
+        [(n, P) for n in ("input weights bias mult shift thresholds output scratch".split())]
+        + [
+            (n, I)
+            for n in (
+                "batches in_h in_w in_c out_h out_w out_c k_h k_w s_h s_w d_h d_w pad_t pad_l "
+                "groups in_bits in_signed in_zp w_bits row_words out_bits out_offset act_min "
+                "act_max levels out_lo out_step"
+            ).split()
+        ]
+    ),
 }
 
 # op kind -> (entry point, struct)
@@ -98,7 +111,8 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "reshape": ("mn_copy", "copy"),
     "squeeze": ("mn_copy", "copy"),
 }
-ENTRY_NAMES = tuple(sorted({e for e, _ in ENTRIES.values()}))
+SUBBYTE_ENTRY = ("mn_conv_subbyte", "sbconv")  # conv2d / fully_connected below 8 bits
+ENTRY_NAMES = tuple(sorted({e for e, _ in ENTRIES.values()} | {SUBBYTE_ENTRY[0]}))
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,7 @@ class LayerCall:
     out_shape: tuple[int, ...]
     path: str = ""  # which C path runs (for reports)
     notes: tuple[str, ...] = field(default=())
+    out_dtype: object = None  # ElemType of the output (sub-byte outputs are packed)
 
 
 def c_dir() -> Path:
@@ -142,19 +157,30 @@ def supports(graph: Graph, op: Op) -> str | None:
 
     if op.kind not in ENTRIES:
         return f"no C twin for op kind {op.kind!r}"
-    if op.kind in (
-        "conv2d",
-        "depthwise_conv2d",
-        "fully_connected",
-        "avg_pool2d",
-        "max_pool2d",
-        "add",
-        "sub",
-    ) and needs_generic_kernel(graph, op):
-        return "sub-byte / binary / uint8 / threshold layers have no C twin yet"
+    mac_or_pool = ("conv2d", "depthwise_conv2d", "fully_connected", "avg_pool2d", "max_pool2d")
+    if op.kind in (*mac_or_pool, "add", "sub") and needs_generic_kernel(graph, op):
+        return _subbyte_support(graph, op)
     for name in [*op.inputs[:1], op.outputs[0]]:
         if name and graph.tensors[name].dtype.name.lower() != "int8":
             return f"tensor {name!r} is {graph.tensors[name].dtype.name}, the twins are int8"
+    return None
+
+
+def _subbyte_support(graph: Graph, op: Op) -> str | None:
+    """The sub-byte twin: conv2d / fully_connected, 2- or 4-bit signed weights, 2/4/8-bit
+    activations, any <= 8-bit or binary (thresholds) output."""
+    from mcusim.precision import describe
+
+    t = graph.tensors
+    if op.kind not in ("conv2d", "fully_connected"):
+        return f"{op.kind} {describe(graph, op)} has no C twin yet (sub-byte: conv, FC only)"
+    x, w, y = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
+    if w.dtype.binary or not w.dtype.signed or w.dtype.bits not in (2, 4):
+        return f"{describe(graph, op)}: the sub-byte twin takes int2/int4 weights"
+    if x.dtype.binary or x.dtype.is_float or x.dtype.bits not in (2, 4, 8):
+        return f"{describe(graph, op)}: the sub-byte twin takes 2/4/8-bit activations"
+    if y.dtype.is_float or not (y.dtype.binary or y.dtype.bits in (2, 4, 8)):
+        return f"{describe(graph, op)}: output type {y.dtype} has no twin"
     return None
 
 
@@ -185,11 +211,65 @@ def marshal(graph: Graph, op: Op, params, inputs: list[np.ndarray]) -> LayerCall
     out_t = graph.tensors[op.outputs[0]]
     out_shape = tuple(int(s) for s in out_t.shape)
     n_out = int(np.prod(out_shape))
+    if _is_mac(params):
+        entry, struct = SUBBYTE_ENTRY
     fn = globals()[f"_marshal_{struct}"]
     values, bufs, path = fn(graph, op, params, inputs)
-    bufs.append(Buf("output", n_out))
+    out_bytes = packed_size(out_t.dtype, n_out) if struct == "sbconv" else n_out
+    bufs.append(Buf("output", out_bytes))
     values.setdefault("output", "output")
-    return LayerCall(op.kind, entry, struct, values, tuple(bufs), "output", out_shape, path)
+    return LayerCall(
+        op.kind, entry, struct, values, tuple(bufs), "output", out_shape, path,
+        out_dtype=out_t.dtype,
+    )  # fmt: skip
+
+
+def _is_mac(obj) -> bool:
+    from mcusim.kernels.subbyte import MacParams
+
+    return isinstance(obj, MacParams)
+
+
+def _marshal_sbconv(graph, op, p, inputs):
+    """A sub-byte conv / FC (kernels/subbyte.MacParams): packed input, weight rows packed
+    in 32-bit words, raw bias from the graph, the requant of docs/precision.md."""
+    from mcusim.kernels.conv2d import const_data
+    from mcusim.precision import pack_rows, width, zero_point
+
+    t = graph.tensors
+    x_t, w_t, y_t = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
+    wd = const_data(graph, op, 1, "weights")
+    cout = wd.shape[0]
+    rows = wd.reshape(cout, -1)
+    words = np.ascontiguousarray(pack_rows(rows, w_t.dtype, 32)).astype("<u4")
+    bias = const_data(graph, op, 2, "bias")
+    bias = np.zeros(cout, np.int32) if bias is None else bias.astype(np.int32).reshape(cout)
+    x = np.asarray(inputs[0]).reshape(p.in_shape)
+    n_b, h, w, cin = x.shape
+    kh, kw, sh, sw, dh, dw, ph, pw, oh, ow = p.geom
+    xin = packed(x, x_t.dtype) if x_t.dtype.bits < 8 else x.astype(x_t.dtype.np_dtype)
+    xin = np.ascontiguousarray(xin).view(np.uint8).reshape(-1)
+    r = p.requant
+    thr = r.mode == "thresholds"
+    v = dict(
+        input="input", weights="weights", bias="bias", mult=None if thr else "mult",
+        shift=None if thr else "shift", thresholds="thresholds" if thr else None,
+        scratch="scratch", batches=n_b, in_h=h, in_w=w, in_c=cin, out_h=oh, out_w=ow,
+        out_c=cout, k_h=kh, k_w=kw, s_h=sh, s_w=sw, d_h=dh, d_w=dw, pad_t=ph, pad_l=pw,
+        groups=p.groups, in_bits=x_t.dtype.bits, in_signed=int(x_t.dtype.signed),
+        in_zp=zero_point(x_t), w_bits=width(w_t.dtype), row_words=words.shape[1],
+        out_bits=width(y_t.dtype), out_offset=r.out_zp, act_min=r.lo, act_max=r.hi,
+        levels=0 if not thr else r.thresholds.shape[1], out_lo=r.lo, out_step=r.step,
+    )  # fmt: skip
+    bufs = [Buf("input", xin.nbytes, xin, "ram")] + _consts(weights=words, bias=bias)
+    if thr:
+        bufs += _consts(thresholds=r.thresholds.astype(np.int32))
+    else:
+        bufs += _consts(mult=_i32(r.mult), shift=_i32(r.shift))
+    grp = 32 // v["w_bits"]
+    bufs.append(Buf("scratch", 2 * words.shape[1] * (grp // 2) * 4))
+    path = f"sub-byte {p.precision}: s16 pair-order im2col + 2x2 unpack-SMLAD kernel"
+    return v, bufs, path + (", thresholds" if thr else ", fixed point")
 
 
 def _act(x: np.ndarray) -> Buf:
@@ -374,8 +454,20 @@ def run_firmware(call: LayerCall, harness, tracer=None, budget: int | None = Non
     args = harness.put(pack_struct(call, addrs), region="ram", align=16)
     res = harness.call(call.entry, args, budget=budget, trace=tracer)
     nbytes = next(b.nbytes for b in call.buffers if b.name == call.output)
-    out = harness.read_array(addrs[call.output], np.int8, nbytes).reshape(call.out_shape)
+    out = decode_output(call, harness.read(addrs[call.output], nbytes))
     return FirmwareRun(out, res.signed, res)
+
+
+def decode_output(call: LayerCall, data: bytes) -> np.ndarray:
+    """The output buffer's bytes as values of the output type and shape."""
+    raw = np.frombuffer(bytes(data), np.uint8)
+    dt = call.out_dtype
+    if call.struct == "sbconv" and dt is not None:
+        n = int(np.prod(call.out_shape))
+        if dt.bits < 8:
+            return unpack_bits(raw, dt, n).reshape(call.out_shape)
+        return raw[:n].view(dt.np_dtype).reshape(call.out_shape).copy()
+    return raw.view(np.int8).reshape(call.out_shape).copy()
 
 
 def build_twins(core: str, cc: str = "zig"):
@@ -495,5 +587,4 @@ def run_host(call: LayerCall, lib: ctypes.CDLL | None = None) -> tuple[np.ndarra
     fn.argtypes = [ctypes.c_void_p]
     ret = fn(ctypes.addressof(st))
     nbytes = next(b.nbytes for b in call.buffers if b.name == call.output)
-    out = arrays[call.output][:nbytes].view(np.int8).reshape(call.out_shape).copy()
-    return out, int(ret)
+    return decode_output(call, arrays[call.output][:nbytes].tobytes()), int(ret)

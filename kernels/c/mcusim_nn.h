@@ -1,0 +1,332 @@
+/* mcusim firmware twins: shared definitions (freestanding C, no libc).
+ *
+ * Every kernel entry point has the same calling convention (kernels/c/README.md):
+ *     int32_t mn_<kernel>(const mn_<kernel>_args *args);   args pointer in r0 / a0
+ * The args structs hold pointers first, then int32 fields, so that a 32-bit target lays
+ * them out as consecutive 4-byte words and a 64-bit host (ctypes tests) as pointers
+ * followed by 4-byte ints. The return value is 0 on success, negative on bad arguments.
+ *
+ * The DSP helpers use the Armv7E-M SIMD instructions when __ARM_FEATURE_DSP is set and
+ * portable C with the same results otherwise (host builds for bit-exactness tests).
+ */
+#ifndef MCUSIM_NN_H
+#define MCUSIM_NN_H
+
+#include <stdint.h>
+
+#define MN_OK 0
+#define MN_ARG_ERROR (-1)
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define MN_DSP 1
+#else
+#define MN_DSP 0
+#endif
+
+/* Helium (Armv8.1-M MVE integer): the conv / FC matrix loops use it (kernels/c/README.md). */
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+#define MN_MVE 1
+#include <arm_mve.h>
+#else
+#define MN_MVE 0
+#endif
+
+#define MN_INLINE static inline __attribute__((always_inline))
+
+MN_INLINE int32_t mn_max(int32_t a, int32_t b) { return a > b ? a : b; }
+MN_INLINE int32_t mn_min(int32_t a, int32_t b) { return a < b ? a : b; }
+
+/* A 32-bit rotate right written in C: GCC 12 emits it as its own instruction (as in
+ * CMSIS-NN's read_and_pad_reordered when built with GCC), clang folds it into SXTB16. */
+MN_INLINE uint32_t mn_ror(uint32_t x, uint32_t n) { return (x >> n) | (x << ((32u - n) & 31u)); }
+
+/* 4 bytes from any address (LDR tolerates misalignment on Armv7E-M). */
+MN_INLINE int32_t mn_read_s8x4(const int8_t *p)
+{
+    int32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+MN_INLINE int32_t mn_read_s8x4_ia(const int8_t **p)
+{
+    int32_t v = mn_read_s8x4(*p);
+    *p += 4;
+    return v;
+}
+MN_INLINE int32_t mn_read_s16x2_ia(const int16_t **p)
+{
+    int32_t v;
+    __builtin_memcpy(&v, *p, 4);
+    *p += 2;
+    return v;
+}
+MN_INLINE void mn_write_s8x4_ia(int8_t **p, int32_t v)
+{
+    __builtin_memcpy(*p, &v, 4);
+    *p += 4;
+}
+MN_INLINE void mn_write_s16x2_ia(int16_t **p, int32_t v)
+{
+    __builtin_memcpy(*p, &v, 4);
+    *p += 2;
+}
+
+#if MN_DSP
+/* volatile, as CMSIS-Core's cmsis_gcc.h intrinsics are: the compiler keeps their order
+ * (loads may still move), which is the instruction stream CMSIS-NN builds get. */
+MN_INLINE int32_t mn_sxtb16(int32_t x)
+{
+    int32_t r;
+    __asm__ volatile("sxtb16 %0, %1" : "=r"(r) : "r"(x));
+    return r;
+}
+MN_INLINE int32_t mn_sxtb16_ror8(int32_t x)
+{
+    int32_t r;
+    __asm__ volatile("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+MN_INLINE int32_t mn_sxtab16(int32_t a, int32_t x)
+{
+    int32_t r;
+    __asm__ volatile("sxtab16 %0, %1, %2" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+}
+MN_INLINE int32_t mn_sxtab16_ror8(int32_t a, int32_t x)
+{
+    int32_t r;
+    __asm__ volatile("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+}
+MN_INLINE int32_t mn_smlad(int32_t x, int32_t y, int32_t acc)
+{
+    int32_t r;
+    __asm__ volatile("smlad %0, %1, %2, %3" : "=r"(r) : "r"(x), "r"(y), "r"(acc));
+    return r;
+}
+MN_INLINE int32_t mn_smlabb(int32_t x, int32_t y, int32_t acc)
+{
+    int32_t r;
+    __asm__ volatile("smlabb %0, %1, %2, %3" : "=r"(r) : "r"(x), "r"(y), "r"(acc));
+    return r;
+}
+MN_INLINE int32_t mn_smlatt(int32_t x, int32_t y, int32_t acc)
+{
+    int32_t r;
+    __asm__ volatile("smlatt %0, %1, %2, %3" : "=r"(r) : "r"(x), "r"(y), "r"(acc));
+    return r;
+}
+MN_INLINE int32_t mn_qadd(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__ volatile("qadd %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+MN_INLINE int32_t mn_sadd16(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__ volatile("sadd16 %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+#else
+MN_INLINE int32_t mn_lanes(int32_t lo, int32_t hi)
+{
+    return (int32_t)(((uint32_t)(uint16_t)lo) | ((uint32_t)(uint16_t)hi << 16));
+}
+MN_INLINE int32_t mn_lo16(int32_t x) { return (int16_t)(uint16_t)((uint32_t)x & 0xFFFFu); }
+MN_INLINE int32_t mn_hi16(int32_t x) { return (int16_t)(uint16_t)((uint32_t)x >> 16); }
+MN_INLINE int32_t mn_sxtb16(int32_t x)
+{
+    return mn_lanes((int8_t)(uint8_t)((uint32_t)x & 0xFFu),
+                    (int8_t)(uint8_t)(((uint32_t)x >> 16) & 0xFFu));
+}
+MN_INLINE int32_t mn_sxtb16_ror8(int32_t x) { return mn_sxtb16((int32_t)mn_ror((uint32_t)x, 8)); }
+MN_INLINE int32_t mn_sxtab16(int32_t a, int32_t x)
+{
+    int32_t s = mn_sxtb16(x);
+    return mn_lanes(mn_lo16(a) + mn_lo16(s), mn_hi16(a) + mn_hi16(s));
+}
+MN_INLINE int32_t mn_sxtab16_ror8(int32_t a, int32_t x)
+{
+    return mn_sxtab16(a, (int32_t)mn_ror((uint32_t)x, 8));
+}
+MN_INLINE int32_t mn_smlad(int32_t x, int32_t y, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)(mn_lo16(x) * mn_lo16(y)) +
+                     (uint32_t)(mn_hi16(x) * mn_hi16(y)));
+}
+MN_INLINE int32_t mn_smlabb(int32_t x, int32_t y, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)(mn_lo16(x) * mn_lo16(y)));
+}
+MN_INLINE int32_t mn_smlatt(int32_t x, int32_t y, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)(mn_hi16(x) * mn_hi16(y)));
+}
+MN_INLINE int32_t mn_qadd(int32_t a, int32_t b)
+{
+    int64_t s = (int64_t)a + b;
+    return s > INT32_MAX ? INT32_MAX : (s < INT32_MIN ? INT32_MIN : (int32_t)s);
+}
+MN_INLINE int32_t mn_sadd16(int32_t a, int32_t b)
+{
+    return mn_lanes(mn_lo16(a) + mn_lo16(b), mn_hi16(a) + mn_hi16(b));
+}
+#endif
+
+/* Both 16-bit lanes = v (the offset pair SXTAB16/SADD16 add). */
+MN_INLINE int32_t mn_pair16(int32_t v)
+{
+    return (int32_t)(((uint32_t)v & 0xFFFFu) | ((uint32_t)v << 16));
+}
+
+/* ------------------------------------------------------------------ requantization
+ * TFLite MultiplyByQuantizedMultiplier with gemmlowp double rounding (kernels/fixedpoint.py):
+ * x << max(shift, 0); doubling high multiply rounded as floor((x*M + 2^30) / 2^31), which
+ * equals gemmlowp's nudge-and-truncate for every M != INT32_MIN; then RoundingDivideByPOT
+ * by max(-shift, 0) (round half away from zero). */
+MN_INLINE int32_t mn_doubling_high_mult(int32_t x, int32_t m)
+{
+    int64_t p = (int64_t)x * (int64_t)m + ((int64_t)1 << 30);
+    return (int32_t)(p >> 31);
+}
+MN_INLINE int32_t mn_divide_by_pot(int32_t x, int32_t e)
+{
+    int32_t mask = (int32_t)((1u << e) - 1u);
+    int32_t rem = x & mask;
+    int32_t q = x >> e;
+    int32_t thr = (mask >> 1) + (q < 0);
+    return q + (rem > thr);
+}
+MN_INLINE int32_t mn_requantize(int32_t x, int32_t m, int32_t shift)
+{
+    /* max(shift, 0) and max(-shift, 0) without branches (BIC with ASR #31) */
+    int32_t left = shift & ~(shift >> 31);
+    int32_t right = -shift & ~(-shift >> 31);
+    return mn_divide_by_pot(mn_doubling_high_mult((int32_t)((uint32_t)x << left), m), right);
+}
+MN_INLINE int8_t mn_requant_clamp(int32_t acc, int32_t m, int32_t shift, int32_t out_offset,
+                                  int32_t act_min, int32_t act_max)
+{
+    int32_t v = mn_requantize(acc, m, shift) + out_offset;
+    v = mn_max(v, act_min);
+    v = mn_min(v, act_max);
+    return (int8_t)v;
+}
+
+/* gemmlowp SaturatingRoundingDoublingHighMul (saturates INT32_MIN * INT32_MIN). */
+MN_INLINE int32_t mn_doubling_high_mult_sat(int32_t a, int32_t b)
+{
+    if (a == INT32_MIN && b == INT32_MIN)
+        return INT32_MAX;
+    return mn_doubling_high_mult(a, b);
+}
+
+/* byte copy / fill (no libc); also exported as memcpy/memset for compiler-made calls */
+void mn_memcpy(void *dst, const void *src, uint32_t n);
+void mn_memset(void *dst, int32_t v, uint32_t n);
+
+/* ------------------------------------------------------------------ argument structs */
+typedef struct {
+    const int8_t *input;   /* NHWC */
+    const int8_t *weights; /* OHWI, (out_c, k_h, k_w, in_c / groups) */
+    const int32_t *bias;   /* raw int32 bias (input offset NOT folded), or NULL */
+    const int32_t *mult;   /* per output channel Q31 multipliers */
+    const int32_t *shift;  /* per output channel shifts, > 0 = left */
+    int8_t *output;        /* NHWC */
+    void *scratch;         /* mn_conv_scratch_bytes() bytes, 4-byte aligned */
+    int32_t batches, in_h, in_w, in_c, out_h, out_w, out_c;
+    int32_t k_h, k_w, s_h, s_w, d_h, d_w, pad_t, pad_l, groups;
+    int32_t in_offset; /* -input zero point */
+    int32_t out_offset, act_min, act_max;
+} mn_conv_args;
+
+typedef struct {
+    const int8_t *input;   /* NHWC */
+    const int8_t *weights; /* (1, k_h, k_w, out_c) */
+    const int32_t *bias;   /* raw int32 bias, or NULL */
+    const int32_t *mult;
+    const int32_t *shift;
+    int8_t *output;
+    void *scratch; /* unused by the implemented paths (may be NULL) */
+    int32_t batches, in_h, in_w, in_c, out_h, out_w, out_c;
+    int32_t k_h, k_w, s_h, s_w, d_h, d_w, pad_t, pad_l, ch_mult;
+    int32_t in_offset, out_offset, act_min, act_max;
+} mn_dw_args;
+
+typedef struct {
+    const int8_t *input;   /* (batches, in_depth) */
+    const int8_t *weights; /* (out_depth, in_depth) */
+    const int32_t *bias;   /* raw int32 bias, or NULL */
+    const int32_t *mult;   /* out_depth entries (per-tensor: the same value repeated) */
+    const int32_t *shift;
+    int8_t *output; /* (batches, out_depth) */
+    int32_t batches, in_depth, out_depth;
+    int32_t in_offset, out_offset, act_min, act_max;
+} mn_fc_args;
+
+typedef struct {
+    const int8_t *input;
+    int8_t *output;
+    int32_t *scratch; /* avg pool: in_c int32 accumulators */
+    int32_t batches, in_h, in_w, in_c, out_h, out_w;
+    int32_t f_h, f_w, s_h, s_w, pad_t, pad_l, act_min, act_max;
+} mn_pool_args;
+
+typedef struct {
+    const int8_t *input1;
+    const int8_t *input2;
+    int8_t *output;
+    int32_t n;    /* elements (inputs already of the output shape) */
+    int32_t sign; /* +1 ADD, -1 SUB */
+    int32_t in1_offset, in2_offset, left_shift;
+    int32_t in1_mult, in1_shift, in2_mult, in2_shift;
+    int32_t out_mult, out_shift, out_offset, act_min, act_max;
+} mn_add_args;
+
+typedef struct {
+    const int8_t *input;
+    int8_t *output;
+    int32_t rows, depth;
+    int32_t input_mult, input_left_shift, diff_min;
+} mn_softmax_args;
+
+typedef struct {
+    const void *src;
+    void *dst;
+    int32_t nbytes;
+} mn_copy_args;
+
+/* Sub-byte conv / FC (subbyte.c, docs/precision.md): packed activations and outputs. */
+typedef struct {
+    const uint8_t *input;       /* NHWC values, lsb_first packed at in_bits each */
+    const uint32_t *weights;    /* (out_c, row_words) words: each OHWI row packed at w_bits */
+    const int32_t *bias;        /* raw int32 bias, or NULL */
+    const int32_t *mult;        /* fixed_point: per channel multipliers (else NULL) */
+    const int32_t *shift;
+    const int32_t *thresholds;  /* thresholds mode: (out_c, levels) non-decreasing, else NULL */
+    uint8_t *output;            /* NHWC values, lsb_first packed at out_bits each */
+    void *scratch;              /* mn_subbyte_scratch_bytes() bytes, 4-byte aligned */
+    int32_t batches, in_h, in_w, in_c, out_h, out_w, out_c;
+    int32_t k_h, k_w, s_h, s_w, d_h, d_w, pad_t, pad_l, groups;
+    int32_t in_bits, in_signed, in_zp;  /* input type and zero point */
+    int32_t w_bits, row_words;          /* weights: 2 or 4 bits, signed, words per row */
+    int32_t out_bits;                   /* 1 = binary (bit b is 2b - 1) */
+    int32_t out_offset, act_min, act_max;    /* fixed_point */
+    int32_t levels, out_lo, out_step;        /* thresholds: y = out_lo + out_step * k */
+} mn_sb_conv_args;
+
+uint32_t mn_subbyte_scratch_bytes(const mn_sb_conv_args *a);
+int32_t mn_conv_subbyte(const mn_sb_conv_args *a);
+
+uint32_t mn_conv_scratch_bytes(const mn_conv_args *a);
+int32_t mn_conv_s8(const mn_conv_args *a);
+int32_t mn_depthwise_s8(const mn_dw_args *a);
+int32_t mn_fully_connected_s8(const mn_fc_args *a);
+int32_t mn_avgpool_s8(const mn_pool_args *a);
+int32_t mn_maxpool_s8(const mn_pool_args *a);
+int32_t mn_add_s8(const mn_add_args *a);
+int32_t mn_softmax_s8(const mn_softmax_args *a);
+int32_t mn_copy(const mn_copy_args *a);
+
+#endif

@@ -1,0 +1,166 @@
+"""mcusim crosscheck: per-layer report fields, user firmware (--elf/--entry), the CLI.
+
+Needs the Unicorn harness and a Cortex-M compiler (arm-none-eabi-gcc or ziglang); skipped
+with a message otherwise. Uses a few layers of kws_ref_model to stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from conftest import model_path
+
+
+def _cc() -> str:
+    try:
+        import capstone  # noqa: F401
+        import unicorn  # noqa: F401
+
+        from mcusim.firmware import gcc_available, zig_available
+    except ImportError as e:
+        pytest.skip(f"firmware harness unavailable: {e}")
+    if gcc_available("cortex-m4"):
+        return "gcc"
+    if zig_available():
+        return "zig"
+    pytest.skip("no Cortex-M compiler (arm-none-eabi-gcc or ziglang)")
+
+
+@pytest.fixture(scope="module")
+def kws_report():
+    from mcusim.crosscheck import crosscheck
+
+    cc = _cc()
+    return crosscheck(model_path("kws_ref_model"), "stm32l4r5", layers=[0, 1, 10, 11, 12], cc=cc)
+
+
+def test_report_fields(kws_report):
+    from mcusim.devices.loader import load_device
+    from mcusim.model import load
+    from mcusim.runner import device_costs
+
+    rep = kws_report
+    assert rep.device == "stm32l4r5" and rep.core == "cortex-m4"
+    assert rep.compiler in ("gcc", "zig") and rep.compiler_version and rep.flags
+    assert [r.index for r in rep.layers] == [0, 1, 10, 11, 12]
+    dc = device_costs(load(model_path("kws_ref_model")), load_device("stm32l4r5"))
+    for r in rep.layers:
+        assert r.skipped is None
+        assert r.bit_exact is True and r.mismatch is None
+        assert r.twin and r.instructions > 0
+        # the simulator's numbers are the runner's, unchanged
+        assert r.sim_cycles == dc.costs[r.index].cycles
+        assert r.sim_compute_cycles == dc.costs[r.index].compute_cycles
+        assert r.sim_kernel == dc.timings[r.index].kernel
+        assert r.fw_cycles >= r.fw_compute_cycles > 0
+        assert r.delta_pct == pytest.approx(
+            100 * (r.fw_cycles - r.sim_cycles) / r.sim_cycles, abs=0.01
+        )
+    assert rep.all_bit_exact
+    assert rep.max_abs_delta_pct == max(abs(r.delta_pct) for r in rep.layers)
+    d = rep.to_dict()
+    assert d["all_bit_exact"] is True and len(d["layers"]) == 5
+    json.dumps(d)  # serialisable
+
+
+def test_conv_layer_instructions_close_to_simulator(kws_report):
+    """The im2col conv twin mirrors the schedule's loops: instruction counts within 25 %."""
+    r = kws_report.layers[0]
+    assert r.op == "conv2d"
+    assert abs(r.instructions - r.sim_instructions) / r.sim_instructions < 0.25
+
+
+USER_FC = r"""
+#include "mcusim_nn.h"
+/* deliberately wrong: every output is the output zero point except the last, 0x55 */
+int32_t my_fc(const mn_fc_args *a)
+{
+    int32_t n = a->batches * a->out_depth;
+    for (int32_t i = 0; i < n; i++)
+        a->output[i] = (int8_t)(i == n - 1 ? 0x55 : a->out_offset);
+    return 0;
+}
+"""
+
+
+def test_user_elf_mismatch_is_reported(tmp_path):
+    from mcusim.crosscheck import crosscheck
+    from mcusim.firmware import build
+    from mcusim.firmware.layer import c_dir
+    from mcusim.inputs import random_inputs
+    from mcusim.model import load
+    from mcusim.runner import compute_outputs
+
+    cc = _cc()
+    src = tmp_path / "my_fc.c"
+    src.write_text(USER_FC)
+    elf = build([src], "cortex-m4", cc=cc, entries=["my_fc"], include_dirs=[c_dir()]).elf
+    path = model_path("kws_ref_model")
+    rep = crosscheck(path, "stm32l4r5", layers=[11], elf=elf, entry="my_fc")
+    r = rep.layers[0]
+    assert rep.compiler == "user"
+    m = load(path)
+    ref = compute_outputs(m, random_inputs(m.graph, 0))[m.graph.ops[11].outputs[0]].ravel()
+    out_zp = int(m.graph.tensors[m.graph.ops[11].outputs[0]].quant.zero_point[0])
+    got = np.full(ref.size, out_zp, np.int8)
+    got[-1] = 0x55
+    diff = np.flatnonzero(got != ref)
+    assert r.bit_exact is False
+    assert r.mismatch == dict(
+        index=int(diff[0]), firmware=int(got[diff[0]]), simulator=int(ref[diff[0]]),
+        count=int(diff.size),
+    )  # fmt: skip
+    assert not rep.all_bit_exact
+
+
+def test_unsupported_layer_is_skipped_with_reason():
+    from mcusim.crosscheck import crosscheck
+    from mcusim.dtypes import INT8, Quant
+    from mcusim.graph import Graph, Op, Tensor
+    from mcusim.model import Model
+    from mcusim.ops import ElementwiseAttrs
+
+    cc = _cc()
+    q = Quant(np.array([0.1], np.float32), np.array([0], np.int64))
+    t = {n: Tensor(n, (1, 8), INT8, q) for n in ("a", "b", "y")}
+    op = Op("mul", "mul_0", ["a", "b"], ["y"], ElementwiseAttrs(), source_index=0)
+    m = Model(Graph(t, [op], ["a", "b"], ["y"], name="one_mul"))
+    rep = crosscheck(m, "stm32l4r5", cc=cc)
+    assert rep.layers[0].skipped and "mul" in rep.layers[0].skipped
+    assert rep.checked == [] and rep.max_abs_delta_pct is None
+
+
+def test_layers_spec_errors():
+    from mcusim.crosscheck import _parse_layers
+    from mcusim.errors import UserError
+
+    assert _parse_layers("0,3,2-4", 13) == [0, 2, 3, 4]
+    assert _parse_layers(None, 5) is None
+    with pytest.raises(UserError, match="out of range"):
+        _parse_layers("13", 13)
+    with pytest.raises(UserError, match="expected indices"):
+        _parse_layers("a", 13)
+
+
+def test_cli_subcommand_json(tmp_path, capsys):
+    from mcusim.crosscheck import add_crosscheck_parser
+
+    cc = _cc()
+    parser = argparse.ArgumentParser()
+    add_crosscheck_parser(parser.add_subparsers())
+    out = tmp_path / "x.json"
+    args = parser.parse_args(
+        ["crosscheck", str(model_path("kws_ref_model")), "--device", "stm32f746",
+         "--layers", "10-12", "--cc", cc, "--json", str(out)]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "3/3 checked layers bit-exact" in text
+    d = json.loads(out.read_text())
+    assert d["device"] == "stm32f746" and d["core"] == "cortex-m7"
+    assert [r["index"] for r in d["layers"]] == [10, 11, 12]
+    assert all(r["bit_exact"] for r in d["layers"])
