@@ -14,7 +14,7 @@ NAMES = ["kws_ref_model", "vww_96_int8", "pretrainedResnet_quant", "ad01_int8"]
 
 
 def main() -> None:
-    cols = "model | device | core | MHz | cycles | latency ms | energy µJ | peak RAM B | flash B"
+    cols = "model | device | engines | MHz | cycles | latency ms | energy µJ | peak RAM B | flash B"
     print(f"| {cols} |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     models = {n: mcusim.load(MODELS / f"{n}.tflite") for n in NAMES}
@@ -26,8 +26,9 @@ def main() -> None:
             except mcusim.UserError as e:
                 print(f"| {n} | {dev_name} | {dev.core.name} | | does not run: {e} | | | | |")
                 continue
+            engines = "+".join(sorted({layer.engine for layer in r.layers}))
             print(
-                f"| {n} | {dev_name} | {dev.core.name} | {dev.core.clock_hz / 1e6:g} | "
+                f"| {n} | {dev_name} | {engines} | {dev.core.clock_hz / 1e6:g} | "
                 f"{r.total_cycles:,} | {r.latency_s * 1e3:,.2f} | {r.energy_j * 1e6:,.1f} | "
                 f"{r.peak_ram_bytes:,} | {r.flash_bytes:,} |"
             )

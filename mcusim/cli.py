@@ -47,7 +47,7 @@ def _console():
 def cmd_run(args: argparse.Namespace) -> int:
     import mcusim
 
-    model = mcusim.load(args.model)
+    model = mcusim.load(args.model, checkpoint=args.checkpoint)
     inputs = None
     if args.input:
         inputs = []
@@ -426,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="simulate one inference and print per-layer costs")
     r.add_argument("model", help=".tflite or .qnn file")
     r.add_argument("--device", default="stm32l4r5", help="bundled device name or .toml path")
+    r.add_argument(
+        "--checkpoint", help="ai8x quantized checkpoint (.pth.tar) when MODEL is a network YAML"
+    )
     r.add_argument("--input", action="append", help=".npy input (repeat for several inputs)")
     r.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
     r.add_argument(

@@ -34,6 +34,8 @@ def check_inputs(
 
     Integer arrays of another integer dtype are accepted when every value fits the
     model's type (e.g. int64 arrays from ``np.load``); anything else is an InputError.
+    Inputs the model declares channel-first (``graph.metadata["input_layouts"]``, e.g.
+    ai8x networks, whose sample inputs are CHW or (C, L)) are also accepted in that layout.
     """
     if isinstance(inputs, np.ndarray):
         inputs = [inputs]
@@ -53,6 +55,9 @@ def check_inputs(
     for i, (name, x) in enumerate(zip(graph.inputs, inputs, strict=True)):
         t = graph.tensors[name]
         x = np.asarray(x)
+        layout = (graph.metadata.get("input_layouts") or {}).get(name)
+        if layout == "channels_first" and tuple(x.shape) != tuple(t.shape):
+            x = _from_channels_first(x, tuple(t.shape))
         if tuple(x.shape) != tuple(t.shape):
             raise InputError(
                 f"input {i} ({name!r}) has shape {tuple(x.shape)}, the model expects "
@@ -73,3 +78,16 @@ def check_inputs(
             x = x.astype(want)
         out.append(np.ascontiguousarray(x))
     return out
+
+
+def _from_channels_first(x: np.ndarray, nhwc: tuple[int, ...]) -> np.ndarray:
+    """(C, H, W) or (C, L) data for an NHWC (1, H, W, C) / (1, L, 1, C) input; unchanged if
+    the shape is neither (the caller then reports the mismatch)."""
+    if len(nhwc) != 4 or nhwc[0] != 1:
+        return x
+    _, h, w, c = nhwc
+    if x.shape == (c, h, w):
+        return x.transpose(1, 2, 0)[None]
+    if w == 1 and x.shape == (c, h):
+        return x.T[None, :, None, :]
+    return x

@@ -565,3 +565,29 @@ def test_eltwise_add_layer_exact_and_timed(tile):
     assert np.array_equal(y, np.clip(a.astype(np.int64) + b, -128, 127))
     t["b"] = Tensor("b", (1, 12, 12, 4), INT8, Quant(np.array([0.5], np.float32), np.array([3])))
     assert "raw int8" in tile.supports(g, g.ops[0]).reason
+
+
+def test_cli_runs_ai8x_network_with_its_sample_input(tmp_path):
+    """`mcusim run net.yaml --checkpoint ck --device max78000 --input sample.npy` (the
+    sample is channel-first, as ai8x ships it) reproduces izer's output and cycles."""
+    import json
+
+    from mcusim.cli import main
+
+    ai8x = Path(__file__).resolve().parents[2] / "shared" / "ai8x"
+    if not ai8x.is_dir():
+        pytest.skip(f"{ai8x} is absent: ai8x golden data not available")
+    out, js = tmp_path / "out", tmp_path / "r.json"
+    rc = main([
+        "run", str(ai8x / "networks" / "kws20-v3-hwc.yaml"),
+        "--checkpoint", str(ai8x / "trained" / "ai85-kws20_v3-qat8-q.pth.tar"),
+        "--device", "max78000", "--input", str(ai8x / "tests" / "sample_kws_20.npy"),
+        "--save-outputs", str(out), "--json", str(js),
+    ])  # fmt: skip
+    assert rc == 0
+    golden = np.load(ai8x / "golden" / "kws20_v3" / "output.npy")
+    assert np.array_equal(np.load(out / "output_0.npy").ravel(), golden)
+    d = json.loads(js.read_text())
+    npu = [layer for layer in d["layers"] if layer["engine"] == "npu:max78000-cnn"]
+    assert len(npu) == len(d["layers"])
+    assert sum(layer["cycles"] for layer in npu) == 71_782  # izer's ESTIMATED LATENCY

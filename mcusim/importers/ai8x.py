@@ -381,6 +381,9 @@ def _build(cfg: dict, sd: dict, in_shape: tuple[int, ...], yp: Path, ck: dict) -
         name=str(cfg.get("arch", yp.stem)),
         metadata={
             "source": "ai8x",
+            # ai8x sample inputs (tests/sample_*.npy) are channel-first: CHW or, for Conv1d,
+            # (C, L); mcusim.inputs accepts that layout for this input and transposes it.
+            "input_layouts": {"input": "channels_first"},
             "ai8x": {
                 "arch": str(cfg.get("arch", "")),
                 "dataset": str(cfg.get("dataset", "")),
