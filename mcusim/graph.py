@@ -7,6 +7,7 @@ placement) fill them in rather than reshaping the IR.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)  # 1 for a scalar (shape ())
 
     @property
     def nbytes(self) -> int:
