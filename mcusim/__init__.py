@@ -4,6 +4,7 @@ import mcusim
 model = mcusim.load("model.tflite")            # or .qnn
 result = mcusim.run(model, device="stm32l4r5")
 result.layers, result.total_cycles, result.to_dataframe()
+points, layers = mcusim.sweep([...models], [...devices], precisions=[None, "W4A8"])
 """
 
 from mcusim.devices.loader import bundled_devices, load_device
@@ -12,6 +13,7 @@ from mcusim.traces.records import LayerRecord, RunResult
 from .errors import UserError
 from .model import Model, load
 from .runner import run
+from .sweep import sweep
 
 __version__ = "0.1.0"
 
@@ -24,4 +26,5 @@ __all__ = [
     "load",
     "load_device",
     "run",
+    "sweep",
 ]

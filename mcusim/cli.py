@@ -195,6 +195,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         result.to_json(args.json)
     if args.csv:
         result.to_csv(args.csv)
+    if args.trace:
+        from mcusim.traces.export import write_trace
+
+        write_trace(result, args.trace)
     if args.save_outputs:
         out = Path(args.save_outputs)
         out.mkdir(parents=True, exist_ok=True)
@@ -465,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--save-outputs", metavar="DIR", help="write output_<i>.npy files here")
     r.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     r.add_argument("--csv", metavar="FILE", help="write the per-layer table as CSV")
+    r.add_argument(
+        "--trace", metavar="FILE", help="write a Perfetto / Chrome trace-event JSON timeline"
+    )
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("info", help="layers, shapes, parameters and MACs of a model")
@@ -504,6 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .crosscheck import add_crosscheck_parser
 
     add_crosscheck_parser(sub)
+    from .sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
+    from mcusim.traces.plots import add_plot_parser
+
+    add_plot_parser(sub)
     return p
 
 

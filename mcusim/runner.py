@@ -2,7 +2,8 @@
 traffic -> energy -> record.
 
 Costs do not depend on data values, so they are computed once per (model, device) and
-reused by every run on that device; outputs are computed on every run.
+reused by every run on that device; outputs are computed on every run, except in
+``mode="estimate"`` (cycles, traffic and energy only: the same numbers, no outputs).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mcusim.devices.npu.base import NpuLayerCost, NpuTile
 from mcusim.traces.records import LayerRecord, RunResult
 
 from .costs import LayerCost, StreamUse, layer_cost
-from .errors import FitError
+from .errors import FitError, UserError
 from .graph import Graph, Op
 from .inputs import check_inputs, random_inputs
 from .memory_plan import ArenaPlan, plan_arena
@@ -471,18 +472,24 @@ def _add_transfers(rec: LayerRecord, items: list[tuple[Transfer, int]], dev: Dev
         rec.notes.append(f"{t.src}->{t.dst} {t.tensor}: {t.nbytes} B, {cyc} cycles")
 
 
-def _run_hetero(model, dev, tile, pl, xs, keep_tensors, requant=None) -> RunResult:
+def _run_hetero(
+    model, dev, tile, pl, xs, keep_tensors, requant=None, estimate: bool = False
+) -> RunResult:
     """``requant``: (source model, per-layer rewrite reports) when ``model`` is the source
-    with its NPU layers moved to the tile's arithmetic."""
+    with its NPU layers moved to the tile's arithmetic. ``estimate``: no kernel runs (costs
+    do not depend on them): no outputs, and no re-quantization deviation report."""
     g = model.graph
     hc = hetero_costs(model, dev, tile, pl)
-    kernels = {}
-    for i in pl.npu_ops:
-        k = tile.compute_kernel(g, g.ops[i])
-        if k is not None:
-            kernels[i] = k
-    prepared = model.prepared_for((dev, pl.engines), kernels)
-    env = compute_outputs(model, xs, prepared)
+    env: dict[str, np.ndarray] = {}
+    prepared = None
+    if not estimate:
+        kernels = {}
+        for i in pl.npu_ops:
+            k = tile.compute_kernel(g, g.ops[i])
+            if k is not None:
+                kernels[i] = k
+        prepared = model.prepared_for((dev, pl.engines), kernels)
+        env = compute_outputs(model, xs, prepared)
     clk = dev.core.clock_hz
     npu_clk = float(tile.clock_hz)
     by_layer: dict[int, list[tuple[Transfer, int]]] = {}
@@ -531,7 +538,7 @@ def _run_hetero(model, dev, tile, pl, xs, keep_tensors, requant=None) -> RunResu
         device=dev.name,
         clock_hz=clk,
         layers=layers,
-        outputs=[env[n] for n in g.outputs],
+        outputs=[] if estimate else [env[n] for n in g.outputs],
         peak_ram_bytes=hc.plan.peak_bytes,
         flash_bytes=hc.flash_bytes,
         notes=notes,
@@ -546,13 +553,24 @@ def _run_hetero(model, dev, tile, pl, xs, keep_tensors, requant=None) -> RunResu
             "plan": _plan_summary(hc.npu_plan),
         },
     )
-    if requant is not None:
+    if estimate:
+        result.notes.append(ESTIMATE_NOTE)
+        if requant is not None:
+            result.notes.append(
+                f"estimate mode: the {tile.kind} re-quantization deviation report "
+                "(requant_report) needs outputs and was skipped; run with mode='full' for it"
+            )
+    elif requant is not None:
         src, reports = requant
         ref_env = compute_outputs(src, xs)
         rows, outs = _requant_report(tile, src, model, reports, ref_env, env, prepared)
         result.requant_report = rows
         result.npu["requant_outputs"] = outs
     return result
+
+
+MODES = ("full", "estimate")
+ESTIMATE_NOTE = "estimate mode: outputs were not computed (result.outputs is empty)"
 
 
 def _plan_summary(plan) -> object:
@@ -574,6 +592,7 @@ def run(
     force: str | None = None,
     precision: Mapping[str, str] | None = None,
     calibration: np.ndarray | Sequence[np.ndarray] | None = None,
+    mode: str = "full",
 ) -> RunResult:
     """Simulate one inference of ``model`` on ``device``.
 
@@ -588,10 +607,20 @@ def run(
     maps layer selectors to precisions (e.g. ``{"conv_*": "W4A8"}``): those layers are
     re-quantized first (mcusim.quantize.requantize, on ``calibration`` inputs or seeded
     random ones), so the tile's support check sees the new precision.
+
+    ``mode="estimate"`` computes cycles, traffic and energy without running any kernel:
+    every layer record, total and the peak RAM / flash equal the full run's exactly, but
+    ``outputs`` is empty and the MAX78000 re-quantization report (it compares outputs) is
+    skipped (both said in ``result.notes``). Given ``inputs`` are still checked.
     """
     from .placement import PlacementError
     from .placement import place as place_layers
 
+    if mode not in MODES:
+        raise UserError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
+    estimate = mode == "estimate"
+    if estimate and keep_tensors:
+        raise UserError("keep_tensors needs mode='full': estimate mode computes no tensors")
     if not isinstance(model, Model):
         model = load(model)
     dev = device if isinstance(device, Device) else load_device(device)
@@ -607,25 +636,37 @@ def run(
     pl = None
     if tile is not None or place or force is not None or any(op.placement for op in g.ops):
         pl = place_layers(g, dev.core.name, tile, place, force)
-    xs = random_inputs(g, seed) if inputs is None else check_inputs(g, inputs)
+    if inputs is not None:
+        xs = check_inputs(g, inputs)
+    else:
+        xs = None if estimate else random_inputs(g, seed)
     if pl is not None and not pl.all_cpu:
-        rq = _tile_requant(model, tile, pl)
+        rq = _tile_requant(model, tile, pl)  # the rewrite changes costs: kept in estimate
         if rq is not None:
-            result = _run_hetero(rq[0], dev, tile, pl, xs, keep_tensors, (model, rq[1]))
+            result = _run_hetero(
+                rq[0], dev, tile, pl, xs, keep_tensors, (model, rq[1]), estimate=estimate
+            )
         else:
-            result = _run_hetero(model, dev, tile, pl, xs, keep_tensors)
+            result = _run_hetero(model, dev, tile, pl, xs, keep_tensors, estimate=estimate)
         result.precision_report = precision_report
         return result
-    result = _run_cpu(model, dev, xs, keep_tensors, pl)
+    result = _run_cpu(model, dev, xs, keep_tensors, pl, estimate)
     result.precision_report = precision_report
     return result
 
 
-def _run_cpu(model: Model, dev: Device, xs, keep_tensors: bool, pl: Placement | None) -> RunResult:
+def _run_cpu(
+    model: Model,
+    dev: Device,
+    xs,
+    keep_tensors: bool,
+    pl: Placement | None,
+    estimate: bool = False,
+) -> RunResult:
     """Every layer on the device's CPU (or its cluster): the pre-NPU run, unchanged."""
     g = model.graph
     dc = device_costs(model, dev)
-    env = compute_outputs(model, xs)
+    env = {} if estimate else compute_outputs(model, xs)
     engine = f"cpu:{dev.core.name}"
     layers = []
     for i, (op, tm, c) in enumerate(zip(g.ops, dc.timings, dc.costs, strict=True)):
@@ -639,9 +680,9 @@ def _run_cpu(model: Model, dev: Device, xs, keep_tensors: bool, pl: Placement | 
         device=dev.name,
         clock_hz=dev.core.clock_hz,
         layers=layers,
-        outputs=[env[n] for n in g.outputs],
+        outputs=[] if estimate else [env[n] for n in g.outputs],
         peak_ram_bytes=dc.plan.peak_bytes,
         flash_bytes=dc.flash_bytes,
-        notes=list(dev.notes),
+        notes=list(dev.notes) + ([ESTIMATE_NOTE] if estimate else []),
         tensors=env if keep_tensors else None,
     )
