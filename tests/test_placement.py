@@ -456,18 +456,12 @@ def test_cli_precision(qnn_path, dev_path, tmp_path, capsys):
 
 # -- real tiles (when present) ----------------------------------------------------------------
 def _real_device(name: str):
-    try:
-        dev = mcusim.load_device(name)
-    except UserError:
-        pytest.skip(f"device {name} is not bundled yet")
-    if not dev.npu:
-        pytest.skip(f"device {name} has no [npu] table yet")
-    try:
-        from mcusim.devices.npu import npu_tile
+    """A bundled device with an NPU tile (missing device or tile is a failure)."""
+    from mcusim.devices.npu import npu_tile
 
-        npu_tile(dev)
-    except ImportError as e:
-        pytest.skip(f"the {dev.npu.get('kind')} tile is not written yet ({e})")
+    dev = mcusim.load_device(name)
+    assert dev.npu, f"{name} has no [npu] table"
+    npu_tile(dev)
     return dev
 
 
