@@ -9,6 +9,11 @@ simulator's cycles for the layer (mcusim.runner device costs: compute + memory s
 the firmware's trace-driven cycles (mcusim.firmware.trace) and their difference in
 percent of the simulator's.
 
+The twin follows the device's ISA family: on ``rv32-xpulpnn`` / ``rv32-xpulpv2`` conv2d
+and fully_connected run the Xpulp twin (kernels/c/pulp.c, pv.sdot* emulated by the RV32
+harness) where its dot widths fit (mcusim.firmware.layer.pulp_bits); W1A1 layers run the
+XNOR-popcount twin, other sub-byte conv / FC the CMix-style twin.
+
 ``--elf F --entry FN`` runs a user's own firmware function instead of the bundled twin:
 it is called exactly like the twin of the layer's op kind (one pointer to the argument
 struct of kernels/c/mcusim_nn.h, documented in kernels/c/README.md).
@@ -101,6 +106,13 @@ def _parse_layers(spec: str | None, n: int) -> list[int] | None:
     return sorted(set(out))
 
 
+def _isa_family(dev) -> str | None:
+    """The device core's ISA family as kernels/schedules names it (None if unknown)."""
+    from mcusim.kernels.schedules import ISA_ALIASES
+
+    return ISA_ALIASES.get(str(dev.core.isa).lower())
+
+
 def crosscheck(
     model,
     device="stm32l4r5",
@@ -120,7 +132,14 @@ def crosscheck(
     from mcusim.devices.model import Device
 
     from .firmware import Tracer, harness_for
-    from .firmware.layer import build_twins, marshal, run_firmware, run_qemu, supports
+    from .firmware.layer import (
+        PULP_ENTRY,
+        build_twins,
+        marshal,
+        run_firmware,
+        run_qemu,
+        supports,
+    )
     from .inputs import check_inputs, random_inputs
     from .model import Model, load
     from .runner import compute_outputs, device_costs
@@ -160,6 +179,7 @@ def crosscheck(
     env = compute_outputs(m, xs)
     prepared = m.prepared()
     tracer = Tracer(device=dev)
+    family = _isa_family(dev)
     rows: list[LayerCheck] = []
     for i in sel:
         op = g.ops[i]
@@ -179,7 +199,7 @@ def crosscheck(
             row.skipped = why
             continue
         p = prepared[i]
-        call = marshal(g, op, p.params, [env[n] for n in p.inputs])
+        call = marshal(g, op, p.params, [env[n] for n in p.inputs], family=family)
         if entry is not None:
             from dataclasses import replace
 
@@ -193,8 +213,10 @@ def crosscheck(
             raise UserError(f"layer {i} ({op.name}): {call.entry} returned {value} (bad arguments)")
         if use_qemu:
             row.twin = f"Helium build of {call.entry} (QEMU: no cycles)"
+        elif tgt.arch == "riscv" and call.entry == PULP_ENTRY[0]:
+            row.twin = f"{call.path} ({family})"
         elif tgt.arch == "riscv":
-            row.twin = f"portable C of {call.entry} on RV32IMC (no Xpulp twin yet)"
+            row.twin = f"portable C of {call.entry} on RV32IMC ({call.path}; no Xpulp twin)"
         else:
             row.twin = call.path
         ref = np.asarray(env[op.outputs[0]]).reshape(-1)

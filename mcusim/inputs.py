@@ -18,6 +18,8 @@ def random_inputs(graph: Graph, seed: int = 0) -> list[np.ndarray]:
         t = graph.tensors[name]
         if t.dtype.is_float:
             out.append(rng.standard_normal(t.shape).astype(np.float32))
+        elif t.dtype.binary:  # values are -1 / +1 (docs/precision.md section 1)
+            out.append((2 * rng.integers(0, 1, size=t.shape, endpoint=True) - 1).astype(np.int8))
         else:
             out.append(
                 rng.integers(t.dtype.min, t.dtype.max, size=t.shape, endpoint=True).astype(

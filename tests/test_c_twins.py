@@ -494,3 +494,312 @@ def test_subbyte_firmware_bit_exact():
         assert run.value == 0
         assert_same(run.output, ref.reshape(run.output.shape))
         assert run.result.trace.instructions > 0
+
+
+# ------------------------------------------------------------------ binary (W1A1) conv / FC
+
+
+def binary_case(seed, kind, y_t="binary", h=6, w=5, cin=7, cout=5, k=(3, 3), stride=(1, 1),
+                pad="same", groups=1, batches=1):  # fmt: skip
+    """A W1A1 layer with thresholds requantization (binary or int-N output)."""
+    from mcusim.dtypes import BINARY, elem_type
+
+    rng = np.random.default_rng(seed)
+    b = OneOp(rng)
+    yt = elem_type(y_t)
+    shape_x = (batches, h, w, cin) if kind == "conv2d" else (batches, cin)
+    b.tensors["x"] = Tensor("x", shape_x, BINARY, _q(1.0, 0))
+    cg = cin // groups
+    wshape = (cout, k[0], k[1], cg) if kind == "conv2d" else (cout, cin)
+    wdata = (2 * rng.integers(0, 2, wshape) - 1).astype(np.int8)
+    b.tensors["w"] = Tensor("w", wshape, BINARY, _q(rng.uniform(0.5, 1.0, cout), 0, 0), wdata)
+    b.const("b", rng.integers(-4, 5, cout).astype(np.int32), INT32)
+    if kind == "conv2d":
+        oh = conv_output_size(h, k[0], stride[0], 1, pad)
+        ow = conv_output_size(w, k[1], stride[1], 1, pad)
+        yshape = (batches, oh, ow, cout)
+    else:
+        yshape = (batches, cout)
+    b.tensors["y"] = Tensor("y", yshape, yt, _q(1.0, 0))
+    levels = 1 if yt.binary else (1 << yt.bits) - 1
+    n = cg * k[0] * k[1] if kind == "conv2d" else cin
+    thr = np.sort(rng.integers(-n // 2, n // 2 + 1, (cout, levels)), axis=1).astype(np.int32)
+    if kind == "conv2d":
+        attrs = Conv2DAttrs(stride=stride, padding=pad, requant="thresholds")
+    else:
+        attrs = FullyConnectedAttrs(requant="thresholds")
+    g, op = b.graph(kind, attrs, ["x", "w", "b", b.const("t", thr, INT32)], "y")
+    xs = [(2 * rng.integers(0, 2, shape_x) - 1).astype(np.int8)]
+    return g, op, xs
+
+
+BINARY_CASES = {
+    "3x3_same_c7": dict(kind="conv2d"),  # padded borders, 63-bit rows (2 words)
+    "3x3_s2_c32_int4out": dict(
+        kind="conv2d", cin=32, cout=6, h=7, w=7, stride=(2, 2), y_t="int4"
+    ),  # fmt: skip
+    "5x3_valid_c16_oddpix": dict(kind="conv2d", cin=16, cout=3, h=7, w=5, k=(5, 3), pad="valid"),
+    "3x3_groups2_c12": dict(kind="conv2d", cin=12, cout=4, groups=2),
+    "1x1_c40_batch2": dict(kind="conv2d", cin=40, cout=9, k=(1, 1), batches=2),
+    "fc_k100": dict(kind="fully_connected", cin=100, cout=11, batches=3),
+    "fc_k64_uint2out": dict(kind="fully_connected", cin=64, cout=4, y_t="uint2"),
+}
+
+
+@pytest.mark.parametrize("name", list(BINARY_CASES))
+def test_binary_twin_bit_exact(name):
+    g, op, xs = binary_case(len(name) * 11, **BINARY_CASES[name])
+    out, ref, call = run_both(g, op, xs)
+    assert call.entry == "mn_conv_binary" and "XNOR" in call.path
+    assert_same(out, ref)
+    assert len(np.unique(ref)) > 1
+
+
+def test_binary_padding_excluded():
+    """The all-(+1) layer with zero bias: acc = number of valid taps * C, so border outputs
+    differ from interior ones exactly when padding is excluded from n and the popcount."""
+    from mcusim.kernels.subbyte import mac_accumulators
+
+    g, op, xs = binary_case(5, "conv2d", y_t="int4", h=5, w=5, cin=8, cout=2)
+    g.tensors["w"].data[:] = 1
+    g.tensors["b"].data[:] = 0
+    xs = [np.ones_like(xs[0])]
+    thr = np.arange(8, 8 * 16, 8, dtype=np.int32)[None, :15].repeat(2, axis=0)
+    g.tensors["t"].data[:] = thr
+    p = kernel_for(op.kind).prepare(g, op)
+    acc = mac_accumulators(p, xs[0]).reshape(5, 5, 2)
+    assert acc[2, 2, 0] == 72 and acc[0, 0, 0] == 32 and acc[0, 2, 0] == 48
+    out, ref, _ = run_both(g, op, xs)
+    assert_same(out, ref)
+    assert out[0, 0, 0, 0] == -8 + 4 and out[0, 2, 2, 0] == -8 + 9
+
+
+# ------------------------------------------------------------------ Xpulp (pulp.c) on the host
+
+
+def pulp_run_both(g, op, xs, family="rv32-xpulpnn"):
+    from mcusim.firmware.layer import marshal, run_host
+
+    kdef = kernel_for(op.kind)
+    p = kdef.prepare(g, op)
+    ref = kdef.compute(p, xs)[0]
+    call = marshal(g, op, p, xs, family=family)
+    out, ret = run_host(call)
+    assert ret == 0
+    return out, np.asarray(ref).reshape(out.shape), call
+
+
+PULP_SUBBYTE = {
+    "W4A4_u4_s2": (
+        "n",
+        dict(kind="conv2d", x_t="uint4", w_t="int4", y_t="uint4", stride=(2, 2)),
+    ),  # fmt: skip
+    "W4A4_s4_fc": (
+        "n",
+        dict(kind="fully_connected", x_t="int4", w_t="int4", y_t="int4", cin=37),
+    ),  # fmt: skip
+    "W2A2_thr": (
+        "c",
+        dict(kind="conv2d", x_t="int2", w_t="int2", y_t="int2", thresholds=True),
+    ),  # fmt: skip
+    "W2A2_u2_groups": (
+        "c",
+        dict(kind="conv2d", x_t="uint2", w_t="int2", y_t="uint2", cin=8, cout=6, groups=2),
+    ),  # fmt: skip
+    "W4A8_int8out": (
+        "b",
+        dict(kind="conv2d", x_t="int8", w_t="int4", y_t="int8", act="relu"),
+    ),  # fmt: skip
+    "W2A8_u8_fc_thr": (
+        "b",
+        dict(
+            kind="fully_connected",
+            x_t="uint8",
+            w_t="int2",
+            y_t="uint4",
+            cin=70,
+            thresholds=True,
+            thr_mag=4000,
+        ),
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("name", list(PULP_SUBBYTE))
+def test_pulp_twin_subbyte_bit_exact(name):
+    lanes, spec = PULP_SUBBYTE[name]
+    g, op, xs = subbyte_case(len(name) * 13, **spec)
+    out, ref, call = pulp_run_both(g, op, xs)
+    assert call.entry == "mn_conv_pulp" and f".{lanes} " in call.path
+    assert_same(out, ref)
+    assert len(np.unique(ref)) > 1
+
+
+@pytest.mark.parametrize("name", ["3x3_s1_same", "3x3_s2_same_relu", "3x3_groups2",
+                                  "3x3_dilated", "1x1_s1_k37", "10x4_s2_cin1"])  # fmt: skip
+def test_pulp_twin_int8_conv_bit_exact(name):
+    g, op, xs = conv_case(len(name), **CONV_CASES[name])
+    out, ref, call = pulp_run_both(g, op, xs, family="rv32-xpulpv2")
+    assert call.entry == "mn_conv_pulp" and "pv.sdotsp.b" in call.path
+    assert_same(out, ref)
+
+
+def test_pulp_twin_int8_fc_and_routing():
+    from mcusim.firmware.layer import pulp_bits
+
+    rng = np.random.default_rng(9)
+    b = OneOp(rng)
+    x = b.act("x", (2, 37), 0.03, 9)
+    wt = b.const("w", rng.integers(-127, 128, (7, 37)).astype(np.int8), INT8,
+                 _q(rng.uniform(0.002, 0.02, 7), 0, 0))  # fmt: skip
+    bt = b.const("b", rng.integers(-5000, 5000, 7).astype(np.int32), INT32)
+    y = b.act("y", (2, 7), 0.1, -11)
+    g, op = b.graph("fully_connected", FullyConnectedAttrs(activation="relu"), ["x", wt, bt], y)
+    out, ref, call = pulp_run_both(g, op, [b.x(x)], family="rv32-xpulpnn")
+    assert call.entry == "mn_conv_pulp"
+    assert_same(out, ref)
+    assert pulp_bits(g, op, "armv7em-dsp") is None and pulp_bits(g, op, "rv32imc") is None
+    # XpulpV2 has no nibble lanes: W4A4 stays on the portable sub-byte twin there
+    g4, op4, _ = subbyte_case(3, kind="conv2d", x_t="int4", w_t="int4", y_t="int4")
+    assert pulp_bits(g4, op4, "rv32-xpulpv2") is None
+    assert pulp_bits(g4, op4, "rv32-xpulpnn") == (4, 4)
+
+
+# ------------------------------------------------------------------ re-quantized kws in firmware
+
+
+def _requantized_kws(prec: str):
+    from mcusim.model import Model, load
+    from mcusim.quantize import requantize
+
+    m = load(model_path("kws_ref_model"))
+    return m if prec == "int8" else Model(requantize(m, None, None, default=prec).graph)
+
+
+def _check_layers(m, h, layers, core, family=None, entry=None):
+    """Run ``layers`` of model ``m`` in harness ``h``; outputs == the simulator's compute."""
+    from mcusim.firmware import Tracer
+    from mcusim.firmware.layer import marshal, run_firmware
+    from mcusim.inputs import random_inputs
+    from mcusim.runner import compute_outputs
+
+    g = m.graph
+    env = compute_outputs(m, random_inputs(g, 4))
+    paths = []
+    for i in layers:
+        op, p = g.ops[i], m.prepared()[i]
+        call = marshal(g, op, p.params, [env[n] for n in p.inputs], family=family)
+        if entry is not None:
+            assert call.entry == entry, (i, call.entry)
+        run = run_firmware(call, h, tracer=Tracer(core=core))
+        assert run.value == 0
+        assert_same(run.output, np.asarray(env[op.outputs[0]]).reshape(run.output.shape))
+        assert run.result.trace.instructions > 0
+        paths.append(call.path)
+    return paths
+
+
+@pytest.mark.parametrize("prec", ["W4A4", "W2A2"])
+def test_subbyte_firmware_requantized_kws(prec):
+    """kws_ref_model re-quantized to W4A4 / W2A2 (first conv W4A8/W2A8, pointwise convs
+    WnAn with uint-N and int8 outputs, the int8-input FC) in the Cortex-M4 harness."""
+    h = _firmware_or_skip("gcc")
+    m = _requantized_kws(prec)
+    paths = _check_layers(m, h, (0, 2, 8, 11), "cortex-m4", entry="mn_conv_subbyte")
+    assert f"sub-byte {prec} " in paths[1]
+
+
+def test_binary_firmware_bit_exact():
+    """W1A1 conv (borders, groups, int4 output) and FC in the Cortex-M4 harness (USADA8)."""
+    from mcusim.firmware import Tracer
+    from mcusim.firmware.layer import marshal, run_firmware
+
+    h = _firmware_or_skip("gcc")
+    for name in ("3x3_same_c7", "3x3_s2_c32_int4out", "3x3_groups2_c12", "fc_k100"):
+        g, op, xs = binary_case(len(name) * 11, **BINARY_CASES[name])
+        kdef = kernel_for(op.kind)
+        p = kdef.prepare(g, op)
+        ref = np.asarray(kdef.compute(p, xs)[0])
+        call = marshal(g, op, p, xs)
+        assert call.entry == "mn_conv_binary"
+        run = run_firmware(call, h, tracer=Tracer(core="cortex-m4"))
+        assert run.value == 0
+        assert_same(run.output, ref.reshape(run.output.shape))
+        assert run.result.trace.instructions > 0
+
+
+def _riscv_or_skip():
+    try:
+        import capstone  # noqa: F401
+        import unicorn  # noqa: F401
+
+        from mcusim.firmware import harness_for, zig_available
+    except ImportError as e:
+        pytest.skip(f"firmware harness unavailable: {e}")
+    if not zig_available():
+        pytest.skip("ziglang not installed (pip install ziglang): no RV32 compiler")
+    from mcusim.firmware.layer import build_twins
+
+    return harness_for(build_twins("xpulpnn", "zig").elf, "xpulpnn")
+
+
+@pytest.mark.parametrize(
+    "prec,family,lanes",
+    [("W4A4", "rv32-xpulpnn", ".n"), ("W2A2", "rv32-xpulpnn", ".c"),
+     ("int8", "rv32-xpulpnn", ".b"), ("int8", "rv32-xpulpv2", ".b")],
+)  # fmt: skip
+def test_xpulp_twins_requantized_kws_in_rv32_harness(prec, family, lanes):
+    """The Xpulp twin (pv.sdot* emitted with .insn, emulated by the RV32 harness with
+    isa/xpulp.py semantics) on kws_ref_model layers re-quantized to ``prec`` == numba."""
+    h = _riscv_or_skip()
+    m = _requantized_kws(prec)
+    before = h.emulated
+    paths = _check_layers(m, h, (0, 2, 8, 11), "xpulpnn", family=family, entry="mn_conv_pulp")
+    assert h.emulated > before  # the custom dot products really ran
+    if prec != "int8":  # pointwise convs: nibble / crumb lanes; first conv, FC: bytes
+        assert f"sdotusp{lanes} " in paths[1] and ".b " in paths[0] and ".b " in paths[3]
+    else:
+        assert all("pv.sdotsp.b" in p for p in paths)
+
+
+def test_xpulp_twin_encodings_in_rv32_elf():
+    """The RV32 build's mn_conv_pulp holds the six pv.sdot{sp,usp}.{b,n,c} words with the
+    PULP OP-V encodings of riscv-xpulp.md (opcode 0x57; funct3 001 .b, 010 .n/.c; funct7
+    1011100 sdotsp / 1010100 sdotusp, +1 for .c), which the harness's decoder names and
+    isa/riscv_asm.py parses (so the trace times them)."""
+    _riscv_or_skip()
+    from elftools.elf.elffile import ELFFile
+
+    from mcusim.firmware.layer import build_twins
+    from mcusim.firmware.riscv import decode_riscv
+    from mcusim.isa.riscv_asm import parse_line
+
+    with open(build_twins("xpulpnn", "zig").elf, "rb") as fh:
+        elf = ELFFile(fh)
+        syms = {s.name: s for s in elf.get_section_by_name(".symtab").iter_symbols()}
+        text = elf.get_section_by_name(".text")
+        lo, hi = text["sh_addr"], text["sh_addr"] + text["sh_size"]
+        # the functions of pulp.c (the kernels live in its static dispatch function)
+        fns = [s for n, s in syms.items() if n.startswith("mn_pulp") or n == "mn_conv_pulp"]
+        fns = [s for s in fns if lo <= s["st_value"] < hi and s["st_size"]]
+        assert fns
+        start = min(s["st_value"] for s in fns)
+        end = max(s["st_value"] + s["st_size"] for s in fns)
+        code = text.data()[start - lo : end - lo]
+    instrs, unknown = decode_riscv(code, start)
+    assert not [u for u in unknown if u.startswith(".word")]
+    expect = {("sp", "b"): (1, 0x5C), ("usp", "b"): (1, 0x54), ("sp", "n"): (2, 0x5C),
+              ("usp", "n"): (2, 0x54), ("sp", "c"): (2, 0x5D), ("usp", "c"): (2, 0x55)}  # fmt: skip
+    seen = set()
+    addr = 0
+    for ins in instrs:
+        mn = ins.text.split()[0]
+        if mn.startswith("pv.sdot"):
+            word = int.from_bytes(code[addr : addr + 4], "little")
+            sg, lanes = mn.removeprefix("pv.sdot").split(".")
+            f3, f7 = expect[(sg, lanes)]
+            assert (word & 0x7F, (word >> 12) & 7, word >> 25) == (0x57, f3, f7), ins.text
+            assert parse_line(ins.text, "test") is not None
+            seen.add((sg, lanes))
+        addr += ins.size
+    assert seen == set(expect)

@@ -164,3 +164,105 @@ def test_cli_subcommand_json(tmp_path, capsys):
     assert d["device"] == "stm32f746" and d["core"] == "cortex-m7"
     assert [r["index"] for r in d["layers"]] == [10, 11, 12]
     assert all(r["bit_exact"] for r in d["layers"])
+
+
+# ------------------------------------------------------------------ sub-byte / binary / Xpulp
+
+
+def _zig_or_skip():
+    try:
+        import capstone  # noqa: F401
+        import unicorn  # noqa: F401
+
+        from mcusim.firmware import zig_available
+    except ImportError as e:
+        pytest.skip(f"firmware harness unavailable: {e}")
+    if not zig_available():
+        pytest.skip("ziglang not installed (pip install ziglang): no RV32 compiler")
+
+
+@pytest.mark.parametrize("prec", ["W4A4", "W2A2"])
+def test_xpulpnn_routes_xpulp_twin(prec):
+    """On the xpulpnn device (ISA family rv32-xpulpnn) conv / FC layers of a re-quantized
+    kws_ref_model run the Xpulp twin (pv.sdot* .n/.c/.b), bit-exact, with trace cycles
+    next to the PULP-NN schedules' (the deltas are informative, not bounded here)."""
+    from mcusim.crosscheck import crosscheck
+    from mcusim.model import Model, load
+    from mcusim.quantize import requantize
+
+    _zig_or_skip()
+    m = Model(requantize(load(model_path("kws_ref_model")), None, None, default=prec).graph)
+    rep = crosscheck(m, "xpulpnn", layers=[2, 9, 11], cc="zig")
+    assert rep.core == "xpulpnn" and rep.all_bit_exact
+    conv, pool, fc = rep.layers
+    lanes = ".n" if prec == "W4A4" else ".c"
+    assert f"sdotusp{lanes}" in conv.twin and "rv32-xpulpnn" in conv.twin
+    assert "pv.sdotsp.b" in fc.twin
+    assert "portable C" in pool.twin  # no Xpulp pooling twin: RV32IMC C
+    for r in rep.layers:
+        assert r.fw_cycles >= r.fw_compute_cycles > 0 and r.sim_cycles > 0
+        assert r.delta_pct == pytest.approx(
+            100 * (r.fw_cycles - r.sim_cycles) / r.sim_cycles, abs=0.01
+        )
+
+
+def _binary_graph():
+    """A binary network built here: W1A1 3x3 conv (binary output, thresholds) -> reshape
+    -> W1A1 fully connected (int4 output, thresholds)."""
+    from mcusim.dtypes import BINARY, INT32, Quant, elem_type
+    from mcusim.graph import Graph, Op, Tensor
+    from mcusim.model import Model
+    from mcusim.ops import Conv2DAttrs, FullyConnectedAttrs, ReshapeAttrs
+
+    rng = np.random.default_rng(21)
+
+    def q(s):
+        s = np.asarray(s, np.float32).reshape(-1)
+        return Quant(s, np.zeros(s.size, np.int64), 0 if s.size > 1 else None)
+
+    def pm(shape):
+        return (2 * rng.integers(0, 2, shape) - 1).astype(np.int8)
+
+    cin, c1, k = 24, 16, 3
+    int4 = elem_type("int4")
+    t = {
+        "x": Tensor("x", (1, 6, 6, cin), BINARY, q(1.0)),
+        "w1": Tensor("w1", (c1, k, k, cin), BINARY, q(np.ones(c1)), pm((c1, k, k, cin))),
+        "b1": Tensor("b1", (c1,), INT32, None, rng.integers(-3, 4, c1).astype(np.int32)),
+        "t1": Tensor("t1", (c1, 1), INT32, None, rng.integers(-20, 20, (c1, 1)).astype(np.int32)),
+        "y1": Tensor("y1", (1, 6, 6, c1), BINARY, q(1.0)),
+        "s": Tensor("s", (2,), INT32, None, np.array([1, 6 * 6 * c1], np.int32)),
+        "f": Tensor("f", (1, 6 * 6 * c1), BINARY, q(1.0)),
+        "w2": Tensor("w2", (10, 576), BINARY, q(np.ones(10)), pm((10, 576))),
+        "t2": Tensor(
+            "t2", (10, 15), INT32, None,
+            np.sort(rng.integers(-60, 60, (10, 15)), axis=1).astype(np.int32),
+        ),
+        "y": Tensor("y", (1, 10), int4, q(1.0)),
+    }  # fmt: skip
+    ops = [
+        Op("conv2d", "bconv", ["x", "w1", "b1", "t1"], ["y1"],
+           Conv2DAttrs(padding="same", requant="thresholds"), source_index=0),
+        Op("reshape", "flat", ["y1", "s"], ["f"], ReshapeAttrs(shape=(1, 576)), source_index=1),
+        Op("fully_connected", "bfc", ["f", "w2", "", "t2"], ["y"],
+           FullyConnectedAttrs(requant="thresholds"), source_index=2),
+    ]  # fmt: skip
+    g = Graph(t, ops, ["x"], ["y"], name="binary_net")
+    g.validate()
+    return Model(g)
+
+
+def test_binary_graph_on_cortex_m4():
+    """The binary network's conv and FC run the XNOR-popcount twin on stm32l4r5, bit-exact,
+    and the trace counts the USADA8 popcount loop (no unmodeled instructions)."""
+    from mcusim.crosscheck import crosscheck
+
+    cc = _cc()
+    # explicit ±1 inputs: mcusim.inputs.random_inputs draws 0 too for a binary input
+    x = (2 * np.random.default_rng(3).integers(0, 2, (1, 6, 6, 24)) - 1).astype(np.int8)
+    rep = crosscheck(_binary_graph(), "stm32l4r5", cc=cc, inputs=[x])
+    conv, flat, fc = rep.layers
+    assert rep.all_bit_exact and not any(r.skipped for r in rep.layers)
+    assert "XNOR" in conv.twin and "XNOR" in fc.twin and flat.twin == "memcpy"
+    for r in (conv, fc):
+        assert r.unmodeled == {} and r.fw_compute_cycles > 0

@@ -133,18 +133,19 @@ def test_loop_by_hand():
 
 
 def test_conv_inner_loop():
-    """arm_nn_mat_mult_kernel_s8_s16 steady state (16 MACs). M4: 31 cycles. M33:
-    the 4 leading LDRs 1 each (M4 2 + 1 + 1 + 1): -1; the 2 LDRs after SMLAD 1 + 1 (M4
-    2 + 1): -1; the spilled counter LDR 1 (M4 2): -1, but SUBS uses it at once: +1;
-    BNE taken 1 + 1 (M4 3): -1. No SMLAD result is read by the next instruction (the
-    chained accumulators wait nothing)  ->  31 - 3 = 28 cycles, 0.57 MAC/cycle (M4 0.52).
-    The exit iteration's BNE is not taken: 1 (the STR before it is 32-bit: no dual issue)."""
+    """arm_nn_mat_mult_kernel_s8_s16 steady state (16 MACs), in GCC 12's instruction
+    order (docs/firmware.md section 6). M4: 31 cycles (its first LDR 2, the two after the
+    SMLADs 2 + 1, BNE taken 3). M33: loads 1 each, and no result is read by the next
+    instruction (the spilled row pointer is loaded two instructions before the LDR that
+    uses it; the RORs read loads two instructions old; no SMLAD feeds the next one): the
+    25 instructions before the branch 1 each; BNE taken 1 + 1  ->  27 cycles, 0.59
+    MAC/cycle (M4 0.52). The exit iteration's BNE is not taken: 1 -> 26."""
     inner = _s8s16_blocks()["inner"]
     st = M33.step(inner.instrs[-1], M33.initial_state(), True)[1]
-    assert M33.block_cycles(inner, st, True)[0] == 28
-    assert M33.block_cycles(inner, st, False)[0] == 27
+    assert M33.block_cycles(inner, st, True)[0] == 27
+    assert M33.block_cycles(inner, st, False)[0] == 26
     prog = Program([Loop("inner", 20, [inner])])
-    assert M33.time(prog).cycles == unrolled_cycles(M33, prog) == 19 * 28 + 27
+    assert M33.time(prog).cycles == unrolled_cycles(M33, prog) == 19 * 27 + 26
 
 
 def test_requantize_block_by_hand():
@@ -164,7 +165,7 @@ def test_fc_layer_and_unrolled_walks():
     g, op = fc_graph(4, 2)
     prog = schedule_for("armv7em-dsp", g, op)
     assert M33.time(prog).cycles == unrolled_cycles(M33, prog)
-    assert M33.time(prog).cycles < M4.time(prog).cycles == 154
+    assert M33.time(prog).cycles < M4.time(prog).cycles == 210  # test_schedules_m4.py
     g, op = conv_graph(h=3, w=3, c_in=3, c_out=3, k=3)
     prog = schedule_for("armv7em-dsp", g, op)
     assert M33.time(prog).cycles == unrolled_cycles(M33, prog)
@@ -183,8 +184,10 @@ def test_whole_models_time_on_m33(name):
         macs += prog.macs
     # Band: loads (2 -> 1), taken branches (3 -> 2) and LDM/STM (1 + N -> N) get faster,
     # but MAC, SXTA* and shifted-operand2 results and loads reach the next instruction a
-    # cycle late, which the serial requantization chain pays (30 cycles per output against
-    # the M4's 28). The conv inner loop gains 31/28 = 1.11x; whole networks land between
-    # 0.9x and 1.15x of the M4, at the M4's few tenths of a MAC per cycle.
-    assert 0.9 < c4 / c33 < 1.15
+    # cycle late, which the serial requantization chain pays (GCC's requantize + clamp:
+    # 38 cycles per output against the M4's 37). The conv inner loop gains 31/27 =
+    # 1.15x, load-heavy loops more (the depthwise mult_4 tap, 5 LDRSB per 4 MACs: 21 ->
+    # 17, 1.24x: micro_speech 1.21x); whole networks land between 0.9x and 1.25x of the
+    # M4, at the M4's few tenths of a MAC per cycle.
+    assert 0.9 < c4 / c33 < 1.25
     assert 0.1 < macs / c33 < 0.6

@@ -179,3 +179,13 @@ def test_other_ops_refuse_sub_byte_tensors():
         GraphError, match=r"layer sm \(softmax\): softmax runs at 8 bits.*'x' is int4"
     ):
         g.validate()
+
+
+def test_random_binary_inputs_are_plus_minus_one():
+    from mcusim.dtypes import BINARY
+    from mcusim.graph import Graph, Tensor
+    from mcusim.inputs import random_inputs
+
+    g = Graph({"x": Tensor("x", (4, 64), BINARY)}, [], ["x"], ["x"])
+    x = random_inputs(g, 3)[0]
+    assert set(np.unique(x)) == {-1, 1} and x.dtype == np.int8

@@ -174,6 +174,91 @@ MN_INLINE int32_t mn_sadd16(int32_t a, int32_t b)
 }
 #endif
 
+/* USADA8 against zero: acc + the sum of x's four bytes (the byte counts of a SWAR popcount). */
+#if MN_DSP
+MN_INLINE int32_t mn_usada8_0(uint32_t x, int32_t acc)
+{
+    int32_t r;
+    __asm__ volatile("usada8 %0, %1, %2, %3" : "=r"(r) : "r"(x), "r"(0), "r"(acc));
+    return r;
+}
+#else
+MN_INLINE int32_t mn_usada8_0(uint32_t x, int32_t acc)
+{
+    return acc + (int32_t)((x & 0xFFu) + ((x >> 8) & 0xFFu) + ((x >> 16) & 0xFFu) + (x >> 24));
+}
+#endif
+
+/* SWAR bit count stopped at the byte sums (cmix_binary.py's SWAR_TEXT): each byte of the
+ * result is the number of bits set in that byte of x. */
+MN_INLINE uint32_t mn_byte_counts(uint32_t x)
+{
+    x = x - ((x & 0xAAAAAAAAu) >> 1);
+    x = (x & 0x33333333u) + ((x & 0xCCCCCCCCu) >> 2);
+    return (x + (x >> 4)) & 0x0F0F0F0Fu;
+}
+
+/* Bit-stream writer: appends fields (lsb_first, docs/precision.md 4) into 32-bit words. */
+typedef struct {
+    uint32_t *dst;
+    uint32_t acc;
+    int32_t fill;
+} mn_bitw;
+
+/* append the n (1..24) low bits of v (bits above n must be 0) */
+MN_INLINE void mn_bitw_put(mn_bitw *w, uint32_t v, int32_t n)
+{
+    w->acc |= v << w->fill;
+    w->fill += n;
+    if (w->fill >= 32) {
+        *w->dst++ = w->acc;
+        w->fill -= 32;
+        w->acc = w->fill ? v >> (n - w->fill) : 0u;
+    }
+}
+
+/* append nbits of the packed stream src starting at bit `bit` (a byte per step when
+ * aligned: the byte copy of a tap whose channels fill whole bytes) */
+MN_INLINE void mn_bitw_copy(mn_bitw *w, const uint8_t *src, int32_t bit, int32_t nbits)
+{
+    if ((bit & 7) == 0) { /* whole words (4 byte loads or one LDR), then the rest */
+        const uint8_t *p = src + (bit >> 3);
+        for (; nbits >= 32; nbits -= 32, bit += 32) {
+            uint32_t v;
+            __builtin_memcpy(&v, p, 4);
+            p += 4;
+            if (w->fill == 0) {
+                *w->dst++ = v;
+            } else {
+                *w->dst++ = w->acc | (v << w->fill);
+                w->acc = v >> (32 - w->fill);
+            }
+        }
+    }
+    while (nbits > 0) {
+        const int32_t sh = bit & 7;
+        int32_t take = 8 - sh;
+        if (take > nbits)
+            take = nbits;
+        const uint32_t v = ((uint32_t)src[bit >> 3] >> sh) & ((1u << take) - 1u);
+        mn_bitw_put(w, v, take);
+        bit += take;
+        nbits -= take;
+    }
+}
+
+/* flush the partial word and zero-fill up to `end` */
+MN_INLINE void mn_bitw_finish(mn_bitw *w, const uint32_t *end)
+{
+    if (w->fill) {
+        *w->dst++ = w->acc;
+        w->acc = 0;
+        w->fill = 0;
+    }
+    while (w->dst < end)
+        *w->dst++ = 0u;
+}
+
 /* Both 16-bit lanes = v (the offset pair SXTAB16/SADD16 add). */
 MN_INLINE int32_t mn_pair16(int32_t v)
 {
@@ -315,6 +400,51 @@ typedef struct {
     int32_t out_offset, act_min, act_max;    /* fixed_point */
     int32_t levels, out_lo, out_step;        /* thresholds: y = out_lo + out_step * k */
 } mn_sb_conv_args;
+
+/* shared by the sub-byte, binary and Xpulp twins: the requantized / thresholded output value
+ * of channel c, and a value stored at `bits` (1 = binary) in a packed tensor */
+MN_INLINE void mn_put_value(uint8_t *base, int32_t index, int32_t bits, int32_t v)
+{
+    if (bits == 8) {
+        base[index] = (uint8_t)v;
+        return;
+    }
+    const int32_t bit = index * bits;
+    const uint32_t mask = ((1u << bits) - 1u) << (bit & 7);
+    const uint32_t code = bits == 1 ? (uint32_t)(v + 1) >> 1 : (uint32_t)v;
+    base[bit >> 3] = (uint8_t)((base[bit >> 3] & ~mask) | ((code << (bit & 7)) & mask));
+}
+
+MN_INLINE int32_t mn_sb_output(const mn_sb_conv_args *a, int32_t acc, int32_t c)
+{
+    if (a->thresholds) { /* k = #{t <= acc}: binary search in the non-decreasing row */
+        const int32_t *t = a->thresholds + c * a->levels;
+        int32_t lo = 0, hi = a->levels;
+        while (lo < hi) {
+            const int32_t mid = (lo + hi) >> 1;
+            if (t[mid] <= acc)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return a->out_lo + a->out_step * lo;
+    }
+    return mn_requant_clamp(acc, a->mult[c], a->shift[c], a->out_offset, a->act_min,
+                            a->act_max);
+}
+
+
+/* Binary W1A1 conv / FC (binary.c): in_bits = w_bits = 1, row_words 32-bit words per
+ * weight row, thresholds (or fixed-point) output. Scratch: mn_binary_scratch_bytes(). */
+uint32_t mn_binary_scratch_bytes(const mn_sb_conv_args *a);
+int32_t mn_conv_binary(const mn_sb_conv_args *a);
+
+/* RV32 XpulpV2 / XpulpNN conv / FC (pulp.c): pv.sdotsp / pv.sdotusp on .b/.n/.c lanes.
+ * Same struct; `bias` has the input offset FOLDED in (bias - zp_x * sum(w), PULP-NN's
+ * convention); in_bits == w_bits (8/4/2) or in_bits 8 with 4/2-bit weights (unpacked to
+ * bytes in the inner loop). Scratch: mn_pulp_scratch_bytes(). */
+uint32_t mn_pulp_scratch_bytes(const mn_sb_conv_args *a);
+int32_t mn_conv_pulp(const mn_sb_conv_args *a);
 
 uint32_t mn_subbyte_scratch_bytes(const mn_sb_conv_args *a);
 int32_t mn_conv_subbyte(const mn_sb_conv_args *a);

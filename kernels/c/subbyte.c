@@ -5,7 +5,9 @@
  * - per output pixel an im2col column of int16 (x - zp_x), unpacked from the packed input,
  *   written in the weights' pair order: for every group of G = 32 / w_bits elements the
  *   words (x[k], x[k + G/2]) for k < G/2; padding taps and the row's tail are 0; the
- *   column sum S = sum(x - zp_x) comes with it;
+ *   column sum S = sum(x - zp_x) comes with it; a tap starting on a byte boundary is
+ *   unpacked a word at a time (4 / 8 / 16 values per load, sign-extended by a shift pair
+ *   or masked), the rest of a tap one value at a time;
  * - every 2 columns a 2 output-channel x 2 column kernel: a weight word XOR the lanes' sign
  *   bits turns each signed w into u = w + 2^(w_bits-1) >= 0, then (word >> k*w_bits) AND
  *   the pair mask is the lane pair (u[k], u[k + G/2]): one SMLAD per pair and column;
@@ -13,8 +15,9 @@
  *   (TFLite rule, output type range) or the thresholds count (binary search over the
  *   channel's non-decreasing thresholds), stored packed (read-modify-write of the byte).
  *
- * An odd last pixel / odd last channel runs the same 2x2 kernel with its partner repeated
- * and the duplicate results dropped (CMix-NN has 1-column and 1-channel loops instead). */
+ * An odd last channel runs the same 2x2 kernel with its partner repeated and the duplicate
+ * results dropped (CMix-NN has a 1-channel loop instead); an odd last pixel (and a batch-1
+ * FC) runs 2 channels x 1 column. */
 #include "mcusim_nn.h"
 
 static int32_t mn_get_value(const uint8_t *base, int32_t index, int32_t bits, int32_t sgn)
@@ -26,18 +29,6 @@ static int32_t mn_get_value(const uint8_t *base, int32_t index, int32_t bits, in
     if (sgn && (code >> (bits - 1)))
         return (int32_t)code - (1 << bits);
     return (int32_t)code;
-}
-
-static void mn_put_value(uint8_t *base, int32_t index, int32_t bits, int32_t v)
-{
-    if (bits == 8) {
-        base[index] = (uint8_t)v;
-        return;
-    }
-    const int32_t bit = index * bits;
-    const uint32_t mask = ((1u << bits) - 1u) << (bit & 7);
-    const uint32_t code = bits == 1 ? (uint32_t)(v + 1) >> 1 : (uint32_t)v;
-    base[bit >> 3] = (uint8_t)((base[bit >> 3] & ~mask) | ((code << (bit & 7)) & mask));
 }
 
 uint32_t mn_subbyte_scratch_bytes(const mn_sb_conv_args *a)
@@ -60,6 +51,8 @@ static int32_t mn_sb_column(const mn_sb_conv_args *a, int32_t *col, const uint8_
     int32_t k = 0;                      /* position in the group */
     int32_t sum = 0;
     int32_t e = 0;
+    const int32_t bits = a->in_bits;
+    const int32_t per = 32 / bits;
 #define MN_SB_PUT(v)                                                                         \
     do {                                                                                     \
         grp_base[k < half ? 2 * k : 2 * (k - half) + 1] = (int16_t)(v);                      \
@@ -79,8 +72,25 @@ static int32_t mn_sb_column(const mn_sb_conv_args *a, int32_t *col, const uint8_
                 continue;
             }
             const int32_t base = ((b * a->in_h + iy) * a->in_w + ix) * a->in_c + g * kernel_ch;
-            for (int32_t ci = 0; ci < kernel_ch; ci++) {
-                const int32_t v = mn_get_value(in, base + ci, a->in_bits, a->in_signed) - a->in_zp;
+            int32_t ci = 0;
+            if (((base * bits) & 7) == 0) { /* a word (32 / bits values) per load */
+                const uint8_t *src = in + ((base * bits) >> 3);
+                for (; ci + per <= kernel_ch; ci += per) {
+                    const uint32_t word = (uint32_t)mn_read_s8x4((const int8_t *)src);
+                    src += 4;
+#pragma GCC unroll 16
+                    for (int32_t j = 0; j < per; j++) {
+                        const int32_t x =
+                            a->in_signed
+                                ? (int32_t)(word << (32 - bits - j * bits)) >> (32 - bits)
+                                : (int32_t)((word >> (j * bits)) & ((1u << bits) - 1u));
+                        sum += x - a->in_zp;
+                        MN_SB_PUT(x - a->in_zp);
+                    }
+                }
+            }
+            for (; ci < kernel_ch; ci++) { /* tail (or an unaligned tap): one at a time */
+                const int32_t v = mn_get_value(in, base + ci, bits, a->in_signed) - a->in_zp;
                 sum += v;
                 MN_SB_PUT(v);
             }
@@ -96,7 +106,8 @@ static int32_t mn_sb_column(const mn_sb_conv_args *a, int32_t *col, const uint8_
 /* sum over the row of u * x for 2 weight rows x 2 columns, w_bits = W (a constant after
  * inlining) */
 MN_INLINE void mn_sb_kernel(const uint32_t *w0, const uint32_t *w1, const int32_t *x0,
-                            const int32_t *x1, int32_t words, const int32_t W, int32_t *acc)
+                            const int32_t *x1, int32_t words, const int32_t W,
+                            const int32_t TWO, int32_t *acc)
 {
     const int32_t half = 16 / W;
     const uint32_t sign = W == 4 ? 0x88888888u : 0xAAAAAAAAu;
@@ -110,35 +121,19 @@ MN_INLINE void mn_sb_kernel(const uint32_t *w0, const uint32_t *w1, const int32_
             const int32_t p0 = (int32_t)((u0 >> (k * W)) & pmask);
             const int32_t p1 = (int32_t)((u1 >> (k * W)) & pmask);
             const int32_t c0 = *x0++;
-            const int32_t c1 = *x1++;
             a00 = mn_smlad(p0, c0, a00);
-            a01 = mn_smlad(p0, c1, a01);
             a10 = mn_smlad(p1, c0, a10);
-            a11 = mn_smlad(p1, c1, a11);
+            if (TWO) {
+                const int32_t c1 = *x1++;
+                a01 = mn_smlad(p0, c1, a01);
+                a11 = mn_smlad(p1, c1, a11);
+            }
         }
     }
     acc[0] = a00;
     acc[1] = a01;
     acc[2] = a10;
     acc[3] = a11;
-}
-
-static int32_t mn_sb_output(const mn_sb_conv_args *a, int32_t acc, int32_t c)
-{
-    if (a->thresholds) { /* k = #{t <= acc}: binary search in the non-decreasing row */
-        const int32_t *t = a->thresholds + c * a->levels;
-        int32_t lo = 0, hi = a->levels;
-        while (lo < hi) {
-            const int32_t mid = (lo + hi) >> 1;
-            if (t[mid] <= acc)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        return a->out_lo + a->out_step * lo;
-    }
-    return mn_requant_clamp(acc, a->mult[c], a->shift[c], a->out_offset, a->act_min,
-                            a->act_max);
 }
 
 int32_t mn_conv_subbyte(const mn_sb_conv_args *a)
@@ -174,10 +169,14 @@ int32_t mn_conv_subbyte(const mn_sb_conv_args *a)
                     int32_t acc[4] = {b0 - f0, b0 - f1, b1 - f0, b1 - f1};
                     const uint32_t *w0 = a->weights + c0 * a->row_words;
                     const uint32_t *w1 = a->weights + c1 * a->row_words;
-                    if (a->w_bits == 4)
-                        mn_sb_kernel(w0, w1, col0, x1, a->row_words, 4, acc);
+                    if (a->w_bits == 4 && two)
+                        mn_sb_kernel(w0, w1, col0, x1, a->row_words, 4, 1, acc);
+                    else if (a->w_bits == 4)
+                        mn_sb_kernel(w0, w1, col0, x1, a->row_words, 4, 0, acc);
+                    else if (two)
+                        mn_sb_kernel(w0, w1, col0, x1, a->row_words, 2, 1, acc);
                     else
-                        mn_sb_kernel(w0, w1, col0, x1, a->row_words, 2, acc);
+                        mn_sb_kernel(w0, w1, col0, x1, a->row_words, 2, 0, acc);
                     const int32_t o0 = (b * pixels + px) * a->out_c;
                     mn_put_value(a->output, o0 + c0, a->out_bits, mn_sb_output(a, acc[0], c0));
                     if (two)

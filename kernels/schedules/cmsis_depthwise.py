@@ -18,12 +18,15 @@ from mcusim.graph import Graph, Op
 from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
 from .common import (
+    GCC_PARAMS_POST,
+    GCC_RQ_DIV,
+    GCC_RQ_MUL,
     Geom,
     PixelWalk,
     conv_geom,
+    gcc_out_block,
     memset_items,
     pixels_by,
-    requant_out_block,
     rows_cols_key,
 )
 
@@ -80,28 +83,76 @@ ldr     ip, [sp, #40]                ; input_ch - 4
 cmp     r7, ip
 ble     .Ldw3_groups
 """
+# per output pixel, as GCC 12 -O2 compiles the 2024 kernel: the window bounds (ker_w_start,
+# MIN(3, input_x - in_w), ker_h end) clamped and spilled, the group loop's pointers set up
+# (loop-invariant values GCC keeps on the stack), and at the end the moves of in_w /
+# the output pointer and the pixel counter, all through the stack
 DW3_PIXEL_SETUP = """
-ldr     r3, [sp, #24]                ; in_w
-rsbs    ip, r3, #0
-bic     ip, ip, ip, asr #31          ; ker_w_start = MAX(0, -in_w)
-str     ip, [sp, #8]
-ldr     ip, [sp, #44]
-subs    ip, ip, r3
-str     ip, [sp, #12]                ; input_x - in_w
+ldr     r3, [sp, #80]                ; in_w
+cmp     r3, #0
+ldr     r3, [sp, #84]
+it      gt
+movgt   r3, #0
+str     r3, [sp, #16]                ; ker_w_start
+ldr     r3, [sp, #64]
+cmp     r3, #3
+ble     .Ldw3_narrow
+ldr     r2, [sp, #92]
+ldr     r3, [sp, #100]
+ldr     fp, [sp, #232]
+str     r0, [sp, #96]
+add     r3, r2
+cmp     r3, #3
+it      ge
+movge   r3, #3
+str     r3, [sp, #12]                ; MIN(3, input_y - in_h)
+ldr     r3, [sp, #76]
+subs    r3, #4
+str     r3, [sp, #56]
+ldr     r3, [sp, #240]
+ldrd    r9, r8, [sp, #104]
+movs    r2, #4
+add     r3, r0
+str     r3, [sp, #60]
+mov     r3, r2
+mov     r2, fp
+mov     fp, r9
+mov     r9, r3
+cmp     r2, #0
+beq     .Ldw3_nobias
 ldr     r5, [sp, #48]                ; bias = bias_base
 movs    r7, #0                       ; in_ch
 """
 DW3_PIXEL_END = """
-ldr     r3, [sp, #24]
-ldr     ip, [sp, #52]                ; stride_x
-add     r3, r3, ip
-str     r3, [sp, #24]
-ldr     ip, [sp, #56]
-adds    ip, #1
-str     ip, [sp, #56]
-ldr     r3, [sp, #60]
-cmp     ip, r3
-blt     .Ldw3_pixels
+ldr     r0, [sp, #96]
+ldr     r5, [sp, #124]
+mov     fp, r2
+ldr     r2, [sp, #128]
+adds    r3, r0, #4
+adds    r0, r2, r3
+ldr     r1, [sp, #64]
+cmp     r1, r5
+ble     .Ldw3_noleftover{taken}
+ldr     r2, [sp, #116]
+ldr     r1, [sp, #80]
+ldr     r4, [sp, #120]
+ldr     r3, [sp, #88]
+add     r1, r2
+str     r1, [sp, #80]                ; in_w += stride_x
+ldr     r1, [sp, #84]
+subs    r1, r1, r2
+str     r1, [sp, #84]
+ldr     r1, [sp, #76]
+add     r1, r4
+str     r1, [sp, #76]
+ldr     r1, [sp]
+subs    r2, r1, r2
+str     r2, [sp]
+ldr     r2, [sp, #112]
+adds    r3, #1
+cmp     r2, r3
+str     r3, [sp, #88]
+bne     .Ldw3_pixels
 """
 DW3_LEFT_TAP = """
 ldrsb   r4, [r0{off}]   {{input}}
@@ -204,7 +255,7 @@ def depthwise_3x3_items(g: Geom) -> list:
 
     classes = pixels_by(g, key)
     walk = PixelWalk(g, clamp=False)  # the left tap sits at column -1 when padded
-    outs = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
+    outs = [gcc_out_block(r) for r in ("r8", "r9", "r10", "r11")]
     items: list = [k["entry"]]
     for rows, ny in sorted(_dw3_y_classes(g).items()):
         for (left, right), nx in sorted(_dw3_x_classes(g).items()):
@@ -501,7 +552,7 @@ def depthwise_opt_items(g: Geom) -> list:
     c = g.in_c
     kk = g.k_h * g.k_w
     aligned = c % 2 == 0
-    outs = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
+    outs = [gcc_out_block(r) for r in ("r8", "r9", "r10", "r11")]
     # compute part: the same for every pixel; the s16 patch (2 * c * kk bytes, just
     # written by the im2col part) is read back from its start, 4 channels per group
     patch = 2 * c * kk
@@ -587,38 +638,68 @@ def depthwise_opt_items(g: Geom) -> list:
 
 
 # ------------------------------------------------------------ arm_depthwise_conv_s8 (mult_4)
+# GCC 12 -O2: the four weights of a tap are four LDRSB (not one word + SXTB), the tap
+# counter is compared against its end, both pointers step by register
 M4_TAP = """
-ldrsb   r4, [r0], r2    {input}      ; input value of this channel
-ldr     r5, [r1]        {weights}    ; 4 output channels' weights
-add     r1, r1, lr                   ; next tap (output_ch)
+ldrsb   r4, [r0]        {input}      ; input value of this channel
+ldrsb   r5, [r1]        {weights}    ; weight of output channel 0
 add     r4, r4, r3                   ; + input_offset
-sxtb    r6, r5
-mla     r8, r4, r6, r8
-sxtb    r6, r5, ror #8
-mla     r9, r4, r6, r9
-sxtb    r6, r5, ror #16
-mla     r10, r4, r6, r10
-asrs    r5, r5, #24
+mla     r8, r4, r5, r8
+ldrsb   r5, [r1, #1]    {weights}
+mla     r9, r4, r5, r9
+ldrsb   r5, [r1, #2]    {weights}
+adds    ip, #1
+mla     r10, r4, r5, r10
+ldrsb   r5, [r1, #3]    {weights}
+cmp     ip, r6
+add     r0, r0, r2                   ; next input pixel (input_ch)
 mla     r11, r4, r5, r11
-subs    ip, #1
+add     r1, r1, lr                   ; next tap (output_ch)
 bne     .Lm4_taps
 """
 M4_ROW_SETUP = """
-ldr     r6, [sp, #8]                 ; ker_h
-ldr     r7, [sp, #12]
-mla     r1, r6, r7, r9
-ldr     r0, [sp, #16]
-mla     r0, r6, r2, r0
-ldr     ip, [sp, #20]                ; taps in this row
+ldr     r6, [sp, #24]                ; ker_x end
+cmp     r6, ip
+mov     r1, r9                       ; kernel row start
+bge     .Lm4_norow
+ldr     r0, [sp, #28]                ; input row start
+strd    r2, r3, [sp, #4]
+add     r0, r3
+movs    ip, #0
 """
 M4_ROW_END = """
-ldr     r6, [sp, #8]
-adds    r6, #1
-str     r6, [sp, #8]
-ldr     r7, [sp, #24]
-cmp     r6, r7
-blt     .Lm4_rows
+ldrd    r2, r3, [sp, #4]
+ldr     r7, [sp, #16]
+add     r9, r7                       ; kernel row += k_w * output_ch
+ldr     r7, [sp, #20]
+add     r3, r7                       ; input row += input_x * input_ch
+ldr     r7, [sp, #12]
+adds    r2, #1
+cmp     r2, r7
+bne     .Lm4_rows
 """
+# the four outputs of a tile: requantized (multiplier/shift per channel), clamped with
+# the limits reloaded from the stack, packed with BFI into one word store
+M4_TILE_OUT = (
+    "".join(
+        GCC_PARAMS_POST + (GCC_RQ_MUL.format(src=r) + GCC_RQ_DIV).replace("r2", r)
+        for r in ("r8", "r9", "r10", "r11")
+    )
+    + "".join(
+        f"ldr r4, [sp, #244]\nadd {r}, r4\nldr r4, [sp, #252]\ncmp {r}, r4\nit lt\n"
+        f"movlt {r}, r4\nldr r4, [sp, #256]\ncmp {r}, r4\nit ge\nmovge {r}, r4\n"
+        for r in ("r8", "r9", "r10", "r11")
+    )
+    + """
+movs    r4, #0
+bfi     r4, r8, #0, #8
+bfi     r4, r9, #8, #8
+bfi     r4, r10, #16, #8
+ldr     r1, [sp, #224]
+bfi     r4, r11, #24, #8
+str     r4, [r1], #4    {output}
+"""
+)
 M4_TILE_SETUP = """
 ldr     r8, [r5], #4    {bias}
 ldr     r9, [r5], #4    {bias}
@@ -715,6 +796,7 @@ def _dwg_blocks():
         "m4_row_end": M4_ROW_END,
         "m4_tile_setup": M4_TILE_SETUP,
         "m4_tile_end": M4_TILE_END,
+        "m4_tile_out": M4_TILE_OUT,
         "m4_pixel": M4_PIXEL,
         "gen_tap": GEN_TAP,
         "gen_out_setup": GEN_OUT_SETUP,
@@ -736,7 +818,7 @@ def depthwise_generic_items(g: Geom, ch_mult: int, mult4: bool) -> list:
     rows_addr = {"input": Rewind(g.in_w * c), "weights": Rewind(g.k_w * oc)}
     classes = pixels_by(g, rows_cols_key(g))
     walk = PixelWalk(g)
-    outs = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
+    outs = [gcc_out_block(r) for r in ("r8", "r9", "r10", "r11")]
     items: list = [k["entry"]]
     for ry, ny in sorted(g.rows_valid().items()):
         for cx, nx in sorted(g.cols_valid().items()):
@@ -756,7 +838,7 @@ def depthwise_generic_items(g: Geom, ch_mult: int, mult4: bool) -> list:
                                 k["m4_row_end"],
                             ],
                         ),
-                        *outs,
+                        k["m4_tile_out"],
                         k["m4_tile_end"],
                     ],
                     # 4 output channels per tile; a tile's input channel is tile // (mult/4)

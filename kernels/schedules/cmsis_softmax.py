@@ -4,14 +4,18 @@ Per row: a max pass; a sum pass computing exp(diff) for every element whose diff
 the max is >= diff_min (EXP_ON_NEG: a fixed-point polynomial plus seven conditional
 multiplies, each a saturating rounding doubling high multiply); CLZ and a Newton
 reciprocal (ONE_OVER1); an output pass recomputing exp, scaling, shifting and clamping.
-The schedule assumes every element passes the diff_min test (the data-dependent skip only
-shortens the run), so it is an upper bound for rows with very negative differences.
+Which elements pass the diff_min test depends on the data: the schedule takes the row's
+maximum plus the expected share of the other elements when activations spread evenly over
+the int8 range, (|diff_min| + 1) / 256 of them (all when |diff_min| >= 255); a skipped
+element costs its load, compare and taken branch in the sum pass and a store of -128 in
+the output pass.
 """
 
 from __future__ import annotations
 
 from functools import cache
 
+from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op
 from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
@@ -145,6 +149,24 @@ ROW_SETUP = """
 ldrsb  r4, [r1], #1    {input}        ; max = input[0]
 subs   r2, r5, #1
 """
+SUM_SKIP = """
+ldrsb  r0, [r1], #1    {input}
+subs   r0, r0, r4                    ; diff = x - max
+cmp    r0, r8
+blt    .Lsm_skip {taken}
+subs   r10, #1
+bne    .Lsm_sum
+"""
+OUT_SKIP = """
+ldrsb  r0, [r1], #1    {input}
+subs   r0, r0, r4
+cmp    r0, r8
+blt    .Lsm_min {taken}
+mvn    r0, #127                       ; NN_Q7_MIN
+strb   r0, [r11], #1   {output}
+subs   r10, #1
+bne    .Lsm_out
+"""
 ROW_END = """
 ldr    r3, [sp, #24]
 subs   r3, #1
@@ -174,6 +196,8 @@ def _blocks():
         "sum": b(SUM_PRE + scaled + _div_pow2("r0", 12) + SUM_POST, "sm_sum"),
         "mid": b(ROW_MID, "sm_row_mid"),
         "out": b(SUM_PRE.replace(".Lsm_skip", ".Lsm_min") + scaled + OUT_POST, "sm_out"),
+        "sum_skip": b(SUM_SKIP, "sm_sum_skip"),
+        "out_skip": b(OUT_SKIP, "sm_out_skip"),
         "row_end": b(ROW_END, "sm_row_end"),
     }
 
@@ -183,18 +207,39 @@ def softmax_program(graph: Graph, op: Op) -> Program:
     row = int(x.shape[-1]) if x.shape else 1
     rows = max(1, x.size // max(row, 1))
     k = _blocks()
+    n_pass = passing_elements(graph, op, row)
+    n_skip = row - n_pass
     body = [
         k["row_setup"],
         Loop("sm_max", row - 1, [k["max"]]),
-        # the sum and output passes re-read the row from its start
-        Loop("sm_sum", row, [k["sum"]], addr={"input": Rewind(1, start=-row)}),
+        # the sum and output passes re-read the row from its start (passing elements
+        # first, then the skipped ones: the order does not change the cycles)
+        Loop("sm_sum", n_pass, [k["sum"]], addr={"input": Rewind(1, start=-row)}),
+        Loop("sm_sum_skip", n_skip, [k["sum_skip"]]),
         k["mid"],
-        Loop("sm_out", row, [k["out"]], addr={"input": Rewind(1, start=-row)}),
+        Loop("sm_out", n_pass, [k["out"]], addr={"input": Rewind(1, start=-row)}),
+        Loop("sm_out_skip", n_skip, [k["out_skip"]]),
         k["row_end"],
     ]
     return Program(
         [k["entry"], Loop("sm_rows", rows, body), k["exit"]],
         kernel="arm_softmax_s8 -> arm_nn_softmax_common_s8",
         macs=0,
-        notes=["every element assumed >= diff_min (upper bound)"],
+        notes=[
+            f"{n_pass} of {row} elements per row assumed >= diff_min (the maximum plus the "
+            "share expected for activations spread over the int8 range)"
+        ],
     )
+
+
+def passing_elements(graph: Graph, op: Op, row: int) -> int:
+    """Elements per row expected to pass the diff_min test: the row maximum, plus the
+    other elements within |diff_min| of it when values spread evenly over int8."""
+    from mcusim.kernels.softmax import softmax_prepare
+
+    try:
+        diff_min = softmax_prepare(graph, op).diff_min
+    except UnsupportedOpError:  # a layer the int8 kernel rejects: time every element
+        return row
+    share = min(1.0, (abs(int(diff_min)) + 1) / 256.0)
+    return max(1, min(row, 1 + round((row - 1) * share)))

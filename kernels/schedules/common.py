@@ -60,6 +60,98 @@ ldr    r1, [r5], #4    {const}  ; multiplier[ch]
 """
 
 
+# --- arm_nn_requantize + offset/clamp/store as GCC 12 -O2 compiles it inside the CMSIS-NN
+# DSP kernels (read from `arm-none-eabi-gcc -O2 -mcpu=cortex-m4` output of
+# arm_nn_mat_mult_kernel_s8_s16, arm_nn_mat_mult_nt_t_s8, arm_nn_vec_mat_mult_t_s8 and the
+# depthwise kernels; docs/firmware.md section 6). The C's LEFT_SHIFT/RIGHT_SHIFT ternaries
+# become a branch on the shift's sign: the rounding divide runs only for shift <= 0 (what
+# every per-channel conv of the shared models has); the branch is written not taken. With
+# the accumulators in r8-r11 GCC runs out of registers, so the output offset, both clamp
+# limits and the output pointer are reloaded from the stack for every output.
+GCC_RQ_MUL = """
+bic    r4, r1, r1, asr #31      ; left = max(shift, 0)
+lsl    r4, {src}, r4            ; acc << left
+movs   r6, #0
+mov    r2, #0x40000000          ; 2^30 rounding term
+smlal  r2, r6, r4, r3           ; acc * M + 2^30 (64-bit)
+lsrs   r2, r2, #31
+cmp    r1, #0
+orr    r2, r2, r6, lsl #1       ; bits [62:31]
+bgt    .Lrq_left                ; shift > 0: no rounding divide
+"""
+GCC_RQ_DIV = """
+rsbs   r1, r1, #0               ; right = -shift
+movs   r3, #1
+lsls   r3, r1
+subs   r3, #1                   ; remainder mask
+and    r4, r2, r3               ; remainder
+asrs   r2, r1                   ; quotient (N: negative)
+asr    r3, r3, #1               ; threshold = mask >> 1
+it     mi
+addmi  r3, #1                   ; + (quotient < 0)
+cmp    r4, r3
+it     gt
+addgt  r2, #1
+"""
+GCC_CLAMP = """
+ldr    r3, [sp, #132]           ; out_offset (stack)
+add    r2, r3
+ldr    r3, [sp, #8]             ; act_min (stack)
+cmp    r2, r3
+it     lt
+movlt  r2, r3
+ldr    r3, [sp, #12]            ; act_max (stack)
+cmp    r2, r3
+it     ge
+movge  r2, r3
+"""
+GCC_STORE = """
+ldr    r7, [sp, #16]            ; output pointer (stack)
+strb   r2, [r7], #1    {output}
+"""
+GCC_PARAMS_POST = """
+ldr    r1, [r6], #4    {const}  ; shift[ch]
+ldr    r3, [r5], #4    {const}  ; multiplier[ch]
+"""
+# the per-channel arrays' running pointers spilled to the stack (2 x 2 kernels)
+GCC_PARAMS_STACK = """
+ldr    r1, [sp, #20]            ; &shift[ch]
+ldr    r1, [r1]        {const}
+ldr    r3, [sp, #24]            ; &multiplier[ch]
+ldr    r3, [r3]        {const}
+"""
+# per-tensor multiplier/shift reloaded from the stack (vec_mat_mult: rows use one pair)
+GCC_PARAMS_PT = """
+ldr    r1, [sp, #28]            ; shift
+ldr    r3, [sp, #32]            ; multiplier
+"""
+
+
+def gcc_requant_text(src: str, params: str = "post", reload_clamp: bool = True) -> str:
+    """One output as GCC compiles CMSIS-NN's requantize + clamp + store. ``params``:
+    "post" (per-channel, post-incremented pointers), "stack" (per-channel, pointers
+    reloaded from the stack), "pt" (per-tensor pair from the stack), "none" (still live:
+    the second output of a channel in the 2 x 2 kernels). ``reload_clamp`` False: output
+    offset and act_min still in r3 from the previous output's clamp (only act_max reloaded)."""
+    pre = {
+        "post": GCC_PARAMS_POST,
+        "stack": GCC_PARAMS_STACK,
+        "pt": GCC_PARAMS_PT,
+        "none": "",
+    }[params]
+    clamp = GCC_CLAMP
+    if not reload_clamp:
+        clamp = clamp.replace("ldr    r3, [sp, #132]           ; out_offset (stack)\n", "")
+    return pre + GCC_RQ_MUL.format(src=src) + GCC_RQ_DIV + clamp + GCC_STORE
+
+
+@cache
+def gcc_out_block(src: str = "r8", params: str = "post", reload_clamp: bool = True) -> Block:
+    """Block of :func:`gcc_requant_text` (cached: one code address per variant)."""
+    name = f"gcc_requant_{params}" + ("" if reload_clamp else "_live")
+    return Block.asm(gcc_requant_text(src, params, reload_clamp), name)
+
+
 @cache
 def requant_out_block(src_reg: str = "r8", per_channel: bool = True) -> Block:
     """One output: move the accumulator, (load per-channel params), requantize, clamp, store."""

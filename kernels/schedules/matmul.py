@@ -14,37 +14,40 @@ from functools import cache
 
 from mcusim.isa.schedule import Block, Loop, Rewind
 
-from .common import requant_out_block
+from .common import gcc_out_block, gcc_requant_text
 
 # ----------------------------------------------------------------- mat_mult_kernel_s8_s16
-# GCC 12 -O2: 26 instructions per 16 MACs (cortex-m.md section 5): the ROR of
-# read_and_pad_reordered is not folded (C ROR + SXTB16 intrinsic), col_count is spilled.
+# GCC 12 -O2 -mcpu=cortex-m4 (instruction order as compiled, docs/firmware.md section 6):
+# 26 instructions per 16 MACs; the ROR of read_and_pad_reordered is not folded (C ROR +
+# SXTB16 intrinsic) and the second weight row's pointer lives on the stack (LDR, post-
+# incremented LDR through it, STR back). GCC for cortex-m7 orders the same instructions
+# differently (20 instead of 18 cycles on the M7 model): schedules are per ISA family.
 S8S16_INNER = """
-ldr    r4, [r0], #4     {weights}   ; 4 weights, channel n
-ldr    r5, [r1], #4     {weights}   ; 4 weights, channel n+1
-ldr    r6, [r2]         {scratch}   ; column 0: 2 x s16
-ldr    r7, [r3]         {scratch}   ; column 1: 2 x s16
-mov    lr, r4, ror #8
-sxtb16 r4, r4                        ; a01
-sxtb16 lr, lr                        ; a02
-smlad  r8, r4, r6, r8
-smlad  r9, r4, r7, r9
-mov    r4, r5, ror #8
-sxtb16 r5, r5                        ; a11
+ldr    r4, [sp, #4]                  ; ip_a1 (spilled)
+ldr    r0, [r9], #4     {weights}   ; 4 weights, channel n
+ldr    r1, [r4], #4     {weights}   ; 4 weights, channel n+1
+str    r4, [sp, #4]
+ror    r5, r0, #8
+ror    r4, r1, #8
+ldr    r8, [r2]         {scratch}   ; column 0: 2 x s16
+ldr    lr, [r3]         {scratch}   ; column 1: 2 x s16
+sxtb16 r0, r0                        ; a01
+sxtb16 r5, r5                        ; a02
+sxtb16 r1, r1                        ; a11
 sxtb16 r4, r4                        ; a12
-smlad  r10, r5, r6, r10
-smlad  r11, r5, r7, r11
-ldr    r6, [r2, #4]     {scratch}
-ldr    r7, [r3, #4]     {scratch}
+smlad  r10, r0, r8, r10
+smlad  r11, r0, lr, r11
+smlad  fp, r1, r8, fp
+smlad  r6, r1, lr, r6
+ldr    r0, [r2, #4]     {scratch}
+ldr    r1, [r3, #4]     {scratch}
 adds   r2, #8
 adds   r3, #8
-smlad  r8, lr, r6, r8
-smlad  r9, lr, r7, r9
-smlad  r10, r4, r6, r10
-smlad  r11, r4, r7, r11
-ldr    ip, [sp, #4]                  ; col_count (spilled)
-subs   ip, #1
-str    ip, [sp, #4]
+smlad  r10, r5, r0, r10
+smlad  r11, r5, r1, r11
+smlad  fp, r4, r0, fp
+smlad  r6, r4, r1, r6
+subs   ip, ip, #1
 bne    .Lk_inner
 """
 
@@ -158,7 +161,7 @@ def s8s16_outputs(out_row: int) -> dict:
     """Output pointer moves around the four stores of a row pair: r8 -> (pixel 0, ch n),
     r9 -> (pixel 1, ch n), r10 -> (pixel 0, ch n+1), r11 -> (pixel 1, ch n+1), pixel 1's
     outputs ``out_row`` bytes after pixel 0's (out_0 / out_1 in CMSIS-NN)."""
-    out4 = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
+    out4 = [gcc_out_block(r) for r in ("r8", "r9", "r10", "r11")]
     return {
         out4[1]: {"output": out_row - 1},
         out4[2]: {"output": -out_row},
@@ -169,14 +172,14 @@ def s8s16_outputs(out_row: int) -> dict:
 
 def s8s16_odd_channel_moves(out_ch: int, out_row: int) -> dict:
     """Moves for the odd last channel of a call (items directly in the caller's loop)."""
-    return {requant_out_block("r9"): {"output": out_row - 1}} if out_ch % 2 else {}
+    return {gcc_out_block("r9"): {"output": out_row - 1}} if out_ch % 2 else {}
 
 
 def mat_mult_kernel_s8_s16(out_ch: int, num_col: int, out_row: int | None = None) -> list:
     """One call: 2 im2col columns against ``out_ch`` filters of ``num_col`` weights; the
     second column's outputs ``out_row`` bytes after the first's (default ``out_ch``)."""
     k = _s8s16_blocks()
-    out4 = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
+    out4 = [gcc_out_block(r) for r in ("r8", "r9", "r10", "r11")]
     row = Loop(
         "s8s16_rows",
         out_ch // 2,
@@ -263,7 +266,7 @@ def leftover_column(out_ch: int, num_col: int) -> list:
                 setup,
                 Loop("leftover_col_cols4", num_col // 4, [inner]),
                 Loop("leftover_col_left", num_col % 4, [left]),
-                requant_out_block("r8"),
+                gcc_out_block("r8"),
                 end,
             ],
         )
@@ -482,7 +485,15 @@ def mat_mult_nt_t_s8(
     # of 4 (word steps: rhs_cols - 4), of 1 (weight sums) or of 0 (scalar steps)
     regs = {"r2": kb, "r3": lb}
     word_regs = {"r2": kb - 4, "r3": lb - 4}
-    out = [requant_out_block(r) for r in ("r8", "r9", "r10", "r11")]
+    # GCC loads a channel's multiplier/shift once for both rows' outputs (res00/res10 and
+    # res01/res11) through pointers kept on the stack; the output offset and act_min stay
+    # in a register across the second row's clamps
+    out = [
+        gcc_out_block("r8", "stack"),
+        gcc_out_block("r9", "stack"),
+        gcc_out_block("r10", "none", reload_clamp=False),
+        gcc_out_block("r11", "none", reload_clamp=False),
+    ]
     n16 = rhs_cols // 16
     n4 = (rhs_cols % 16) // 4
     n1 = rhs_cols % 4
@@ -561,112 +572,341 @@ def mat_mult_nt_t_s8(
 
 
 # ----------------------------------------------------------------------- vec_mat_mult_t_s8
+# GCC 12 -O2 rendering of the DSP branch (docs/firmware.md section 6): the 4-column step
+# unrolled 4x copies each row pointer into a scratch register for its first, post-indexed
+# load (MOV then LDR through it: an address dependency) and addresses the other three words
+# at immediate offsets, adding 16 to the three pointers at the end. Address model: both
+# rows share the weights pointer, their words interleaved (row 0 at +0, +8, ..., row 1 at
+# +4, +12, ...), which reads the same bytes per step as the two rows do.
+VM_X4 = """
+mov     r8, r4
+ldr     r5, [r8]        {input}     ; lhs[0..3]
+sxtab16 sl, fp, r5, ror #8          ; odd bytes + lhs offset pair
+mov     lr, r1
+sxtab16 r7, fp, r5                  ; even bytes
+ldr     sb, [lr]        {weights}   ; row 0
+sxtb16  ip, sb, ror #8
+sxtb16  r5, sb
+smlad   r2, ip, sl, r2
+smlad   r5, r5, r7, r2
+mov     ip, r0
+ldr     r2, [ip, #4]    {weights}   ; row 1
+sxtb16  sb, r2, ror #8
+sxtb16  r2, r2
+smlad   r3, sb, sl, r3
+smlad   r2, r2, r7, r3
+ldr     r7, [r4, #4]    {input}
+sxtab16 sb, fp, r7, ror #8
+ldr     r3, [r1, #8]    {weights}
+sxtab16 r7, fp, r7
+sxtb16  sl, r3, ror #8
+sxtb16  r3, r3
+smlad   r5, sl, sb, r5
+smlad   r3, r3, r7, r5
+ldr     sl, [r0, #12]   {weights}
+sxtb16  r5, sl, ror #8
+sxtb16  sl, sl
+smlad   r2, r5, sb, r2
+smlad   sb, sl, r7, r2
+ldr     r7, [r8, #8]    {input}
+sxtab16 r5, fp, r7, ror #8
+ldr     r8, [lr, #16]   {weights}
+sxtab16 sl, fp, r7
+sxtb16  r2, r8, ror #8
+sxtb16  r7, r8
+smlad   r3, r2, r5, r3
+smlad   r8, r7, sl, r3
+ldr     lr, [ip, #20]   {weights}
+sxtb16  r7, lr, ror #8
+sxtb16  ip, lr
+smlad   sb, r7, r5, sb
+smlad   r5, ip, sl, sb
+ldr     r2, [r4, #12]   {input}
+adds    r4, #16
+sxtab16 sl, fp, r2, ror #8
+ldr     r3, [r1, #24]   {weights}
+sxtab16 r7, fp, r2
+adds    r1, #16
+sxtb16  lr, r3, ror #8
+sxtb16  ip, r3
+smlad   r2, lr, sl, r8
+smlad   r2, ip, r7, r2
+ldr     r3, [r0, #12]   {weights}   ; +28 (the shared pointer moved 16 already)
+adds    r0, #16
+sxtb16  lr, r3, ror #8
+sxtb16  r8, r3
+smlad   sb, lr, sl, r5
+smlad   r3, r8, r7, sb
+subs    r6, #4
+bne     .Lvm_x4
+"""
+# one 4-column step (the col_loop_cnt % 4 steps GCC peels before the unrolled loop)
 VM_CHUNK_W0 = """
-ldr     r4, [r0], #4    {input}
-sxtab16 r5, r3, r4, ror #8          ; vec_1 = lhs + lhs_offset (odd bytes)
-sxtab16 r4, r3, r4                  ; vec_0
-ldr     r6, [r1], #4    {weights}
-sxtb16  r7, r6, ror #8
-sxtb16  r6, r6
-smlad   r8, r7, r5, r8
-smlad   r8, r6, r4, r8
-ldr     r6, [r2], #4    {weights}
-sxtb16  r7, r6, ror #8
-sxtb16  r6, r6
-smlad   r9, r7, r5, r9
-smlad   r9, r6, r4, r9
-"""
-# rhs_offset != 0: weights get the offset with SXTAB16 (offset pair in ip)
-VM_CHUNK_WOFF = VM_CHUNK_W0.replace("sxtb16  r7, r6, ror #8", "sxtab16 r7, ip, r6, ror #8").replace(
-    "sxtb16  r6, r6", "sxtab16 r6, ip, r6"
-)
-VM_ODD_CHUNK = """
-ldr     r4, [r0], #4    {input}
-sxtab16 r5, r3, r4, ror #8
-sxtab16 r4, r3, r4
-ldr     r6, [r1], #4    {weights}
-sxtb16  r7, r6, ror #8
-sxtb16  r6, r6
-smlad   r8, r7, r5, r8
-smlad   r8, r6, r4, r8
-"""
-VM_LOOP_END = """
-subs    lr, #1
+ldr     r5, [r4], #4    {input}
+sxtab16 sl, fp, r5, ror #8
+sxtab16 r7, fp, r5
+ldr     sb, [r1], #4    {weights}
+sxtb16  ip, sb, ror #8
+sxtb16  sb, sb
+smlad   r2, ip, sl, r2
+smlad   r2, sb, r7, r2
+ldr     sb, [r0], #4    {weights}
+sxtb16  ip, sb, ror #8
+sxtb16  sb, sb
+smlad   r3, ip, sl, r3
+smlad   r3, sb, r7, r3
+subs    r5, #1
 bne     .Lvm_cols
 """
+
+
+def _woff(text: str) -> str:
+    """rhs_offset != 0: the weights get the filter offset pair (in r9) with SXTAB16."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("sxtb16"):
+            op = line.split(None, 1)[1]
+            dst, rest = op.split(",", 1)
+            line = f"sxtab16 {dst}, r9,{rest}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+VM_ODD_X4 = """
+mov     r8, r4
+ldr     r5, [r8]        {input}
+sxtab16 sl, fp, r5, ror #8
+mov     lr, r1
+sxtab16 r7, fp, r5
+ldr     sb, [lr]        {weights}
+sxtb16  ip, sb, ror #8
+sxtb16  r5, sb
+smlad   r2, ip, sl, r2
+smlad   r2, r5, r7, r2
+ldr     r7, [r4, #4]    {input}
+sxtab16 sb, fp, r7, ror #8
+ldr     r3, [r1, #4]    {weights}
+sxtab16 r7, fp, r7
+sxtb16  sl, r3, ror #8
+sxtb16  r3, r3
+smlad   r2, sl, sb, r2
+smlad   r2, r3, r7, r2
+ldr     r7, [r8, #8]    {input}
+sxtab16 r5, fp, r7, ror #8
+ldr     r8, [lr, #8]    {weights}
+sxtab16 sl, fp, r7
+sxtb16  r3, r8, ror #8
+sxtb16  r7, r8
+smlad   r2, r3, r5, r2
+smlad   r2, r7, sl, r2
+ldr     r3, [r4, #12]   {input}
+adds    r4, #16
+sxtab16 sl, fp, r3, ror #8
+ldr     r5, [r1, #12]   {weights}
+sxtab16 r7, fp, r3
+adds    r1, #16
+sxtb16  lr, r5, ror #8
+sxtb16  ip, r5
+smlad   r2, lr, sl, r2
+smlad   r2, ip, r7, r2
+subs    r6, #4
+bne     .Lvm_odd_x4
+"""
+VM_ODD_CHUNK = """
+ldr     r5, [r4], #4    {input}
+sxtab16 sl, fp, r5, ror #8
+sxtab16 r7, fp, r5
+ldr     sb, [r1], #4    {weights}
+sxtb16  ip, sb, ror #8
+sxtb16  sb, sb
+smlad   r2, ip, sl, r2
+smlad   r2, sb, r7, r2
+subs    r5, #1
+bne     .Lvm_oddcols
+"""
 VM_SCALAR = """
-ldrsb   r4, [r0], #1    {input}
-ldrsb   r6, [r1], #1    {weights}
-ldrsb   r7, [r2], #1    {weights}
-add     r4, r4, r10
-mla     r8, r4, r6, r8
-mla     r9, r4, r7, r9
-subs    lr, #1
+ldrsb   r5, [r4], #1    {input}
+ldrsb   r7, [r1], #1    {weights}
+ldrsb   ip, [r0], #1    {weights}
+add     r5, r5, r10
+mla     r2, r5, r7, r2
+mla     r3, r5, ip, r3
+subs    r6, #1
 bne     .Lvm_scalar
 """
 VM_ODD_SCALAR = """
-ldrsb   r4, [r0], #1    {input}
-ldrsb   r6, [r1], #1    {weights}
-add     r4, r4, r10
-mla     r8, r4, r6, r8
-subs    lr, #1
+ldrsb   r5, [r4], #1    {input}
+ldrsb   r7, [r1], #1    {weights}
+add     r5, r5, r10
+mla     r2, r5, r7, r2
+subs    r6, #1
 bne     .Lvm_oddscalar
 """
+# per row pair: both biases, the row pointers, the peeled-step test (taken when the number
+# of 4-column steps is a multiple of 4), then the unrolled loop's entry spills
 VM_ROW_SETUP = """
-ldr     r8, [r5], #4    {bias}
-ldr     r9, [r5], #4    {bias}
-ldr     r0, [sp, #8]                 ; lhs
-ldr     r1, [sp, #12]                ; rhs
-ldr     lr, [sp, #16]                ; rhs_cols
-add     r2, r1, lr
-add     ip, r2, lr
-str     ip, [sp, #12]
-lsrs    lr, lr, #4                   ; unrolled-by-4 trip count
-beq     .Lvm_rem
+ldr     r2, [r0], #8    {bias}
+ldr     r3, [r0, #-4]   {bias}
+str     r0, [sp, #8]
+ldr     r4, [sp, #4]
+ldr     r7, [sp, #148]
+adds    r5, r1, r4
+str     r5, [sp, #20]
+ldr     r5, [sp, #36]
+ldr     r4, [sp, #12]
+adds    r0, r1, r7
+cmp     r5, #0
+beq     .Lvm_nocols
+mov     r6, r5
+subs    r7, r5, #1
+ands    r5, r5, #3
+beq     .Lvm_x4_entry{taken}
+"""
+VM_X4_ENTRY = """
+strd    sb, sl, [sp, #44]
+str     ip, [sp, #132]
 """
 VM_ROW_MID = """
-ldr     lr, [sp, #16]
-ubfx    lr, lr, #2, #2               ; col_loop_cnt % 4
-cbz     lr, .Lvm_norem
+ldrd    sb, sl, [sp, #44]
+ldr     ip, [sp, #132]
+ldr     r1, [sp, #148]
+ldr     r4, [sp, #52]
+add     r0, sl, r1
+mov     r1, sl
+ldr     r5, [sp, #148]
+ldr     r6, [sp, #40]
+cmp     r5, r6
+ble     .Lvm_noscalar{taken}
+"""
+# both outputs of a row pair (per-tensor multiplier and shift; max(shift, 0), the
+# remainder mask and the threshold hoisted to the stack by GCC); the rounding divide of
+# the two values is interleaved, the clamps share the reloaded limits
+VM_PAIR_OUT = """
+ldr     r4, [sp, #24]                ; max(shift, 0)
+ldr     r7, [sp, #140]               ; multiplier
+ldr     r5, [sp, #144]               ; shift
+lsls    r2, r4
+mov     r1, #0x40000000
+movs    r0, #0
+smlal   r1, r0, r2, r7
+lsrs    r2, r1, #31
+cmp     r5, #0
+orr     r2, r2, r0, lsl #1
+ble     .Lvm_right {taken}
+ldr     r5, [sp, #68]                ; remainder mask
+ldr     r6, [sp, #64]                ; right shift
+and     r8, r2, r5
+asrs    r2, r6
+mov     r1, #0x40000000
+mov     r4, #0
+bmi     .Lvm_neg
+ldr     r7, [sp, #140]
+smlal   r1, r4, r7, r3               ; second row (its left shift is 0 on this path)
+lsrs    r3, r1, #31
+orr     r7, r3, r4, lsl #1
+ldr     r4, [sp, #60]                ; threshold
+and     r1, r5, r7
+asrs    r7, r6
+cmp     r8, r4
+ldr     r0, [sp, #60]
+it      gt
+addgt   r2, #1
+cmp     r7, #0
+it      lt
+addlt   r0, #1
+cmp     r0, r1
+it      lt
+addlt   r7, #1
+b       .Lvm_clamp
+ldr     r8, [sp, #136]               ; out_offset
+ldr     r1, [sp, #156]               ; act_min
+ldr     r6, [sp, #160]               ; act_max
+ldr     r0, [sp, #164]
+ldr     r3, [sp, #28]
+ldr     r5, [sp, #32]
+ldr     r4, [sp, #4]
+add     r2, r8
+add     r7, r8
+cmp     r2, r1
+it      lt
+movlt   r2, r1
+cmp     r7, r1
+it      lt
+movlt   r7, r1
+cmp     r2, r6
+it      ge
+movge   r2, r6
+cmp     r7, r6
+it      ge
+movge   r7, r6
+strb    r2, [r11], #1   {output}
+strb    r7, [r11], #1   {output}
 """
 VM_ROW_END = """
-ldr     lr, [sp, #20]
-subs    lr, #1
-str     lr, [sp, #20]
+ldr     r7, [sp, #16]
+adds    r7, #1
+cmp     r3, r7
+str     r7, [sp, #16]
+add     sb, r5
+add     sl, r4
+ble     .Lvm_done
+ldr     r0, [sp, #8]
+ldr     r1, [sp, #20]
+cmp     r0, #0
 bne     .Lvm_rows
 """
+VM_ODD_OUT = gcc_requant_text("r2", "pt")
 VM_ENTRY = """
 push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}
-sub     sp, #28
-ldr     r5, [sp, #72]                ; bias
-ldr     r3, [sp, #76]                ; lhs_offset
-pkhbt   r3, r3, r3, lsl #16          ; lhs offset pair
-ldr     r1, [sp, #84]                ; dst_multiplier
-ldr     r2, [sp, #88]                ; dst_shift
+sub     sp, #116
+ldr     r5, [sp, #160]               ; bias
+ldr     r3, [sp, #164]               ; lhs_offset
+pkhbt   fp, r3, r3, lsl #16          ; lhs offset pair
+ldr     r1, [sp, #172]               ; dst_multiplier
+ldr     r2, [sp, #176]               ; dst_shift
+bic     r4, r2, r2, asr #31
+str     r4, [sp, #24]                ; max(shift, 0), hoisted
+rsbs    r2, r2, #0
+bic     r2, r2, r2, asr #31
+str     r2, [sp, #64]                ; max(-shift, 0)
+movs    r4, #1
+lsls    r4, r2
+subs    r4, #1
+str     r4, [sp, #68]                ; remainder mask
+asrs    r4, r4, #1
+str     r4, [sp, #60]                ; threshold
 """
 VM_EXIT = """
-add     sp, #28
+add     sp, #116
 pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}
 """
 
 
 @cache
-def _vm_blocks(weight_offset: bool):
+def _vm_blocks(weight_offset: bool, per_channel: bool, peeled: bool):
     b = Block.asm
-    chunk = VM_CHUNK_WOFF if weight_offset else VM_CHUNK_W0
+    w = _woff if weight_offset else (lambda t: t)
+    pc = "ldr r1, [r6], #4 {const}\nldr r3, [r5], #4 {const}\n" * 2 if per_channel else ""
+    setup = VM_ROW_SETUP if not peeled else VM_ROW_SETUP.replace("{taken}", "")
+    sfx = ("_woff" if weight_offset else "") + ("_pc" if per_channel else "")
     return {
         "call": b("bl arm_nn_vec_mat_mult_t_s8", "vm_call"),
         "entry": b(VM_ENTRY, "vm_entry"),
         "exit": b(VM_EXIT, "vm_exit"),
-        "row_setup": b(VM_ROW_SETUP, "vm_row_setup"),
-        "c4x4": b(chunk * 4 + VM_LOOP_END, "vm_cols4x4"),
-        "c4": b(chunk + VM_LOOP_END, "vm_cols4"),
+        "row_setup": b(setup, "vm_row_setup" + ("_peeled" if peeled else "")),
+        "x4_entry": b(VM_X4_ENTRY, "vm_x4_entry"),
+        "c4x4": b(w(VM_X4), "vm_cols4x4" + sfx),
+        "c4": b(w(VM_CHUNK_W0), "vm_cols4" + sfx),
         "row_mid": b(VM_ROW_MID, "vm_row_mid"),
         "c1": b(VM_SCALAR, "vm_cols1"),
+        "out": b(pc + VM_PAIR_OUT, "vm_pair_out" + sfx),
         "row_end": b(VM_ROW_END, "vm_row_end"),
-        "odd4x4": b(VM_ODD_CHUNK * 4 + VM_LOOP_END, "vm_odd4x4"),
-        "odd4": b(VM_ODD_CHUNK + VM_LOOP_END, "vm_odd4"),
+        "odd4x4": b(w(VM_ODD_X4), "vm_odd4x4" + sfx),
+        "odd4": b(w(VM_ODD_CHUNK), "vm_odd4" + sfx),
         "odd1": b(VM_ODD_SCALAR, "vm_odd1"),
+        "odd_out": b(
+            VM_ODD_OUT if not per_channel else gcc_requant_text("r2", "post"), "vm_odd_out" + sfx
+        ),
     }
 
 
@@ -675,22 +915,20 @@ def vec_mat_mult_t_s8(
 ) -> list:
     """One call of arm_nn_vec_mat_mult_t_s8 (per_channel: ..._per_ch_s8, which loads the
     multiplier/shift of each row): one input vector against rhs_rows rows."""
-    k = _vm_blocks(weight_offset)
-    out0 = requant_out_block("r8", per_channel=per_channel)
-    out1 = requant_out_block("r9", per_channel=per_channel)
     col4 = rhs_cols // 4
+    k = _vm_blocks(weight_offset, per_channel, col4 % 4 != 0)
     rows = Loop(
         "vm_row_pairs",
         rhs_rows // 2,
         addr={"input": Rewind(0)},  # the input vector is re-read per pair of rows
         body=[
             k["row_setup"],
+            Loop("vm_cols4", col4 % 4, [k["c4"]]),
+            k["x4_entry"],
             Loop("vm_cols4x4", col4 // 4, [k["c4x4"]]),
             k["row_mid"],
-            Loop("vm_cols4", col4 % 4, [k["c4"]]),
             Loop("vm_cols1", rhs_cols % 4, [k["c1"]]),
-            out0,
-            out1,
+            k["out"],
             k["row_end"],
         ],
     )
@@ -698,11 +936,12 @@ def vec_mat_mult_t_s8(
     if rhs_rows % 2:
         items += [
             k["row_setup"],
+            Loop("vm_odd4", col4 % 4, [k["odd4"]]),
+            k["x4_entry"],
             Loop("vm_odd4x4", col4 // 4, [k["odd4x4"]]),
             k["row_mid"],
-            Loop("vm_odd4", col4 % 4, [k["odd4"]]),
             Loop("vm_odd1", rhs_cols % 4, [k["odd1"]]),
-            out0,
+            k["odd_out"],
         ]
     items.append(k["exit"])
     return items

@@ -112,7 +112,14 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "squeeze": ("mn_copy", "copy"),
 }
 SUBBYTE_ENTRY = ("mn_conv_subbyte", "sbconv")  # conv2d / fully_connected below 8 bits
-ENTRY_NAMES = tuple(sorted({e for e, _ in ENTRIES.values()} | {SUBBYTE_ENTRY[0]}))
+BINARY_ENTRY = ("mn_conv_binary", "sbconv")  # W1A1 conv2d / fully_connected (XNOR-popcount)
+PULP_ENTRY = ("mn_conv_pulp", "sbconv")  # RV32 Xpulp conv2d / fully_connected (pv.sdot*)
+ENTRY_NAMES = tuple(
+    sorted({e for e, _ in ENTRIES.values()} | {SUBBYTE_ENTRY[0], BINARY_ENTRY[0], PULP_ENTRY[0]})
+)
+# ISA families whose conv / FC run the Xpulp twin, and the dot widths each has
+# (XpulpV2: pv.sdot*.b only; XpulpNN adds the nibble / crumb lanes .n / .c)
+XPULP_DOT_BITS = {"rv32-xpulpv2": (8,), "rv32-xpulpnn": (8, 4, 2)}
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,11 @@ def supports(graph: Graph, op: Op) -> str | None:
     mac_or_pool = ("conv2d", "depthwise_conv2d", "fully_connected", "avg_pool2d", "max_pool2d")
     if op.kind in (*mac_or_pool, "add", "sub") and needs_generic_kernel(graph, op):
         return _subbyte_support(graph, op)
+    if op.kind in ("reshape", "squeeze"):
+        dt = graph.tensors[op.inputs[0]].dtype
+        if dt.is_float or dt.bits > 8:
+            return f"tensor {op.inputs[0]!r} is {dt.name}, the copy twin moves <= 8-bit data"
+        return None  # packed bytes are moved as they are
     for name in [*op.inputs[:1], op.outputs[0]]:
         if name and graph.tensors[name].dtype.name.lower() != "int8":
             return f"tensor {name!r} is {graph.tensors[name].dtype.name}, the twins are int8"
@@ -175,7 +187,13 @@ def _subbyte_support(graph: Graph, op: Op) -> str | None:
     if op.kind not in ("conv2d", "fully_connected"):
         return f"{op.kind} {describe(graph, op)} has no C twin yet (sub-byte: conv, FC only)"
     x, w, y = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
-    if w.dtype.binary or not w.dtype.signed or w.dtype.bits not in (2, 4):
+    if y.dtype.is_float or not (y.dtype.binary or y.dtype.bits in (2, 4, 8)):
+        return f"{describe(graph, op)}: output type {y.dtype} has no twin"
+    if w.dtype.binary or x.dtype.binary:
+        if w.dtype.binary and x.dtype.binary:
+            return None  # the XNOR-popcount twin (binary.c)
+        return f"{describe(graph, op)}: binary twin only for W1A1 (both operands binary)"
+    if not w.dtype.signed or w.dtype.bits not in (2, 4):
         return f"{describe(graph, op)}: the sub-byte twin takes int2/int4 weights"
     if x.dtype.binary or x.dtype.is_float or x.dtype.bits not in (2, 4, 8):
         return f"{describe(graph, op)}: the sub-byte twin takes 2/4/8-bit activations"
@@ -202,8 +220,35 @@ def _consts(**arrays) -> list[Buf]:
     return out
 
 
-def marshal(graph: Graph, op: Op, params, inputs: list[np.ndarray]) -> LayerCall:
-    """The twin call of ``op`` given its prepared ``params`` and runtime ``inputs``."""
+def pulp_bits(graph: Graph, op: Op, family: str | None) -> tuple[int, int] | None:
+    """(activation bits, weight bits) when ``op`` runs the Xpulp twin (pulp.c) on an ISA
+    ``family``: conv2d / fully_connected with signed weights and activations of equal width
+    among the family's dot widths (8 on XpulpV2; 8, 4, 2 on XpulpNN), or int8 activations
+    with 4/2-bit weights (unpacked to bytes); else None."""
+    widths = XPULP_DOT_BITS.get((family or "").lower())
+    if widths is None or op.kind not in ("conv2d", "fully_connected"):
+        return None
+    t = graph.tensors
+    x, w, y = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
+    if any(d.binary or d.is_float for d in (x.dtype, w.dtype, y.dtype)):
+        return None
+    if not w.dtype.signed or y.dtype.bits not in (2, 4, 8):
+        return None
+    xb, wb = x.dtype.bits, w.dtype.bits
+    if xb == wb and xb in widths:
+        return xb, wb
+    if xb == 8 and wb in (4, 2):
+        return xb, wb
+    return None
+
+
+def marshal(
+    graph: Graph, op: Op, params, inputs: list[np.ndarray], family: str | None = None
+) -> LayerCall:
+    """The twin call of ``op`` given its prepared ``params`` and runtime ``inputs``.
+
+    ``family``: the device's ISA family; "rv32-xpulpv2" / "rv32-xpulpnn" route conv2d and
+    fully_connected to the Xpulp twin (:func:`pulp_bits`)."""
     why = supports(graph, op)
     if why is not None:
         raise UnsupportedOpError(why, layer=op.label)
@@ -211,11 +256,17 @@ def marshal(graph: Graph, op: Op, params, inputs: list[np.ndarray]) -> LayerCall
     out_t = graph.tensors[op.outputs[0]]
     out_shape = tuple(int(s) for s in out_t.shape)
     n_out = int(np.prod(out_shape))
-    if _is_mac(params):
-        entry, struct = SUBBYTE_ENTRY
-    fn = globals()[f"_marshal_{struct}"]
-    values, bufs, path = fn(graph, op, params, inputs)
-    out_bytes = packed_size(out_t.dtype, n_out) if struct == "sbconv" else n_out
+    pb = pulp_bits(graph, op, family)
+    if pb is not None:
+        entry, struct = PULP_ENTRY
+        values, bufs, path = _marshal_pulp(graph, op, params, inputs, family)
+    else:
+        if _is_mac(params):
+            x_t = graph.tensors[op.inputs[0]]
+            entry, struct = BINARY_ENTRY if x_t.dtype.binary else SUBBYTE_ENTRY
+        fn = globals()[f"_marshal_{struct}"]
+        values, bufs, path = fn(graph, op, params, inputs)
+    out_bytes = packed_size(out_t.dtype, n_out) if struct in ("sbconv", "copy") else n_out
     bufs.append(Buf("output", out_bytes))
     values.setdefault("output", "output")
     return LayerCall(
@@ -230,6 +281,90 @@ def _is_mac(obj) -> bool:
     return isinstance(obj, MacParams)
 
 
+def _wrap32(a) -> np.ndarray:
+    a = np.asarray(a, np.int64)
+    return (((a + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).astype(np.int32)
+
+
+def _marshal_pulp(graph, op, p, inputs, family):
+    """The Xpulp twin (pulp.c): int8 params (Conv2DParams / FullyConnectedParams, whose
+    bias already has the input offset folded) or sub-byte MacParams (raw bias: folded
+    here as bias - zp_x * sum(w), wrapped to int32); weight rows packed in 32-bit words."""
+    from mcusim.kernels.conv2d import Conv2DParams, const_data
+    from mcusim.kernels.fully_connected import FullyConnectedParams
+    from mcusim.precision import pack_rows, zero_point
+
+    t = graph.tensors
+    x_t, w_t, y_t = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
+    xb, wb = pulp_bits(graph, op, family)
+    x = np.asarray(inputs[0])
+    if isinstance(p, (Conv2DParams, FullyConnectedParams)):
+        if p.weights.dtype != np.int8:
+            raise UnsupportedOpError(
+                "fully_connected with a non-zero weight zero point has no C twin", layer=op.label
+            )
+        rows = p.weights.reshape(p.weights.shape[0], -1)
+        bias = _i32(p.bias)
+        cout = rows.shape[0]
+        if isinstance(p, Conv2DParams):
+            x = x.reshape(x.shape)
+            geom, groups, in_shape = p.geom, p.groups, x.shape
+        else:
+            k = rows.shape[1]
+            x = x.reshape(-1, 1, 1, k)
+            geom, groups, in_shape = (1, 1, 1, 1, 1, 1, 0, 0, 1, 1), 1, x.shape
+        in_zp = zero_point(x_t)
+        mult = np.broadcast_to(_i32(p.mult).reshape(-1), (cout,)).copy()
+        shift = np.broadcast_to(_i32(p.shift).reshape(-1), (cout,)).copy()
+        req = dict(thresholds=None, out_offset=p.out_zp, act_min=p.act_min, act_max=p.act_max,
+                   levels=0, out_lo=p.act_min, out_step=1)  # fmt: skip
+        consts = dict(mult=mult, shift=shift)
+    else:
+        wd = const_data(graph, op, 1, "weights")
+        cout = wd.shape[0]
+        rows = wd.reshape(cout, -1)
+        raw = const_data(graph, op, 2, "bias")
+        raw = np.zeros(cout, np.int64) if raw is None else raw.astype(np.int64).reshape(cout)
+        in_zp = zero_point(x_t)
+        bias = _wrap32(raw - in_zp * rows.astype(np.int64).sum(axis=1))
+        x = x.reshape(p.in_shape)
+        geom, groups, in_shape = p.geom, p.groups, p.in_shape
+        r = p.requant
+        thr = r.mode == "thresholds"
+        req = dict(
+            thresholds="thresholds" if thr else None, out_offset=r.out_zp, act_min=r.lo,
+            act_max=r.hi, levels=r.thresholds.shape[1] if thr else 0, out_lo=r.lo,
+            out_step=r.step,
+        )  # fmt: skip
+        consts = (
+            dict(thresholds=r.thresholds.astype(np.int32))
+            if thr
+            else dict(mult=_i32(r.mult), shift=_i32(r.shift))
+        )
+    words = np.ascontiguousarray(pack_rows(rows.astype(np.int8), w_t.dtype, 32)).astype("<u4")
+    n_b, h, w, cin = (int(v) for v in in_shape)
+    kh, kw, sh, sw, dh, dw, ph, pw, oh, ow = geom
+    xin = packed(x, x_t.dtype) if xb < 8 else x.astype(x_t.dtype.np_dtype)
+    xin = np.ascontiguousarray(xin).view(np.uint8).reshape(-1)
+    v = dict(
+        input="input", weights="weights", bias="bias",
+        mult=None if "thresholds" in consts else "mult",
+        shift=None if "thresholds" in consts else "shift", scratch="scratch", batches=n_b,
+        in_h=h, in_w=w, in_c=cin, out_h=oh, out_w=ow, out_c=cout, k_h=kh, k_w=kw, s_h=sh,
+        s_w=sw, d_h=dh, d_w=dw, pad_t=ph, pad_l=pw, groups=groups, in_bits=xb,
+        in_signed=int(x_t.dtype.signed), in_zp=in_zp, w_bits=wb, row_words=words.shape[1],
+        out_bits=y_t.dtype.bits, **req,
+    )  # fmt: skip
+    bufs = [Buf("input", xin.nbytes, xin, "ram")] + _consts(weights=words, bias=bias, **consts)
+    bufs.append(Buf("scratch", 2 * 4 * words.shape[1] * (xb // wb)))
+    lanes = {8: "b", 4: "n", 2: "c"}[wb if xb == wb else 8]
+    sg = "sp" if x_t.dtype.signed else "usp"
+    path = f"Xpulp W{wb}A{xb}: packed im2col + 4x2 pv.sdot{sg}.{lanes} kernel"
+    if xb != wb:
+        path += f" (int{wb} weights unpacked to bytes)"
+    return v, bufs, path + (", thresholds" if req["thresholds"] else ", fixed point")
+
+
 def _marshal_sbconv(graph, op, p, inputs):
     """A sub-byte conv / FC (kernels/subbyte.MacParams): packed input, weight rows packed
     in 32-bit words, raw bias from the graph, the requant of docs/precision.md."""
@@ -241,6 +376,7 @@ def _marshal_sbconv(graph, op, p, inputs):
     wd = const_data(graph, op, 1, "weights")
     cout = wd.shape[0]
     rows = wd.reshape(cout, -1)
+    binary = w_t.dtype.binary
     words = np.ascontiguousarray(pack_rows(rows, w_t.dtype, 32)).astype("<u4")
     bias = const_data(graph, op, 2, "bias")
     bias = np.zeros(cout, np.int32) if bias is None else bias.astype(np.int32).reshape(cout)
@@ -266,6 +402,10 @@ def _marshal_sbconv(graph, op, p, inputs):
         bufs += _consts(thresholds=r.thresholds.astype(np.int32))
     else:
         bufs += _consts(mult=_i32(r.mult), shift=_i32(r.shift))
+    if binary:
+        bufs.append(Buf("scratch", 4 * 4 * words.shape[1]))
+        path = f"binary {p.precision}: bit im2col + 2x2 XNOR-popcount (SWAR + USADA8) kernel"
+        return v, bufs, path + (", thresholds" if thr else ", fixed point")
     grp = 32 // v["w_bits"]
     bufs.append(Buf("scratch", 2 * words.shape[1] * (grp // 2) * 4))
     path = f"sub-byte {p.precision}: s16 pair-order im2col + 2x2 unpack-SMLAD kernel"
@@ -412,7 +552,11 @@ def _marshal_softmax(graph, op, p, inputs):
 
 
 def _marshal_copy(graph, op, p, inputs):
-    x = np.ascontiguousarray(inputs[0], dtype=np.int8)
+    dt = graph.tensors[op.inputs[0]].dtype
+    if dt.bits < 8:  # sub-byte / binary: the packed bytes (docs/precision.md 4)
+        x = np.ascontiguousarray(packed(np.asarray(inputs[0]), dt)).view(np.int8).reshape(-1)
+    else:
+        x = np.ascontiguousarray(inputs[0]).view(np.int8)
     return dict(src="input", dst="output", nbytes=x.nbytes), [_act(x)], "memcpy"
 
 
@@ -462,7 +606,7 @@ def decode_output(call: LayerCall, data: bytes) -> np.ndarray:
     """The output buffer's bytes as values of the output type and shape."""
     raw = np.frombuffer(bytes(data), np.uint8)
     dt = call.out_dtype
-    if call.struct == "sbconv" and dt is not None:
+    if call.struct in ("sbconv", "copy") and dt is not None:
         n = int(np.prod(call.out_shape))
         if dt.bits < 8:
             return unpack_bits(raw, dt, n).reshape(call.out_shape)
