@@ -9,16 +9,20 @@ For each layer of the shared models (default kws_ref_model and vww_96_int8) on e
          ``compute(params, inputs)`` on the layer's real inputs (numba, JIT warm);
       2. schedule + core timing: ``mcusim.runner.time_op`` = ``schedule_for`` (the
          instruction schedule of the library kernel) + ``core_timing(core).time``;
-      3. memory: when the device has caches or a flash accelerator, ``simulate_model`` of
-         this layer's address stream alone (every other layer given an empty Program, as
-         hetero_costs does for NPU layers: caches start cold) and ``sim.layer(i)``; then
+      3. memory: when the device has caches or a flash accelerator,
+         ``mcusim.cache.simulate_layer``: this layer's address stream alone, caches cold
+         (equal to ``simulate_model`` with every other layer an empty Program, as
+         hetero_costs does for NPU layers, without touching the other layers; the model's
+         buffer layout is cached per (graph, plan, device)); then
          ``mcusim.costs.layer_cost`` (stalls, traffic, energy).
     Not timed: loading the model, the arena plan of the whole model (a model-level result,
     taken from device_costs) and computing the layer's inputs.
 (b) firmware -- ``mcusim.firmware.layer.run_firmware`` of the layer's C twin in the Unicorn
     harness with a ``Tracer`` (the trace-driven cycle count of mcusim crosscheck): buffers
-    placed in the harness, the emulated call with the block hook (and the flash read hook
-    on wait-stated memories), the trace costed (``Tracer.result``) and the output read.
+    placed in the harness, the emulated call with the block hook (on devices with caches
+    also the read/write hooks recording the data addresses, fed with the TB fetches
+    through the same cache model; otherwise the flash read hook on wait-stated memories),
+    the trace costed (``Tracer.result``) and the output read.
     Not timed: building the twins (zig, content-hash cached), creating the harness and
     ``marshal`` (packing the prepared params into the twin's buffers), so the firmware side
     is, if anything, under-counted and the ratio conservative.
@@ -49,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 import mcusim
-from mcusim.cache import needs_simulation, simulate_model
+from mcusim.cache import needs_simulation, simulate_layer
 from mcusim.costs import layer_cost
 from mcusim.devices.loader import load_device
 from mcusim.inputs import random_inputs
@@ -82,9 +86,7 @@ def sim_layer(dev, graph, i: int, plan, inputs, kdef, empty: Program):
     t2 = time.perf_counter()
     cache = None
     if needs_simulation(dev):
-        progs = [empty] * len(graph.ops)
-        progs[i] = tm.program
-        cache = simulate_model(graph, progs, plan, dev).layer(i)
+        cache = simulate_layer(graph, tm.program, plan, dev, i)
     cost = layer_cost(
         dev, tm.compute_cycles, tm.instructions, tm.code_bytes, tm.streams, {}, cache=cache
     )

@@ -24,6 +24,18 @@ replacement state (LRU: it is already most recent; round-robin/random: hits neve
 pointer or draw), so it is counted without a set search, and consecutive requests of one
 cache to one line are merged into one weighted request; everything else is simulated
 access by access. Instruction fetch is counted per fetch unit (``fetch_bytes``).
+Two more shortcuts are exact (see :func:`_run`): a loop whose iterations touch the same
+addresses in every cached memory stops as soon as the caches' state (lines, dirty bits,
+LRU order up to way placement, round-robin pointers, random-draw state, last line) after
+an iteration equals the state after the previous one -- every later iteration would add
+the same counters; and the fetches of a loop, identical in every iteration, stop being
+simulated once the instruction-side levels reach such a fixed point (their counters are
+added per iteration). tests/test_cache_layer.py checks both against per-access
+reference caches.
+
+Recorded traces (the firmware's real accesses, mcusim/firmware/trace.py) go through the
+same levels with :class:`TraceSim`; :func:`simulate_layer` simulates one layer of a model
+alone (the model's buffer layout cached per (graph, plan, device)).
 """
 
 from __future__ import annotations
@@ -267,12 +279,101 @@ def simulate_trace(addrs, nbytes, writes, cfg, tags, stamp, dirty, rr, st):
 
 
 @njit(cache=True)
+def _lru_ranks(cfg, tags, stamp, rank):
+    """Per line of every LRU cache, its rank by last use within its set (valid ways only):
+    what LRU replacement depends on, independent of the clock values."""
+    for c in range(cfg.shape[0]):
+        if cfg[c, C_SETS] == 0 or cfg[c, C_POLICY] != 0:
+            continue
+        ways = cfg[c, C_WAYS]
+        for s in range(cfg[c, C_SETS]):
+            b = cfg[c, C_OFF] + s * ways
+            for k in range(ways):
+                r = 0
+                if tags[b + k] != -1:
+                    for k2 in range(ways):
+                        if tags[b + k2] != -1 and stamp[b + k2] < stamp[b + k]:
+                            r += 1
+                rank[b + k] = r
+
+
+@njit(cache=True)
+def _same_state(cfg, tags, dirty, rank, rr, st, s_tags, s_dirty, s_rank, s_rr, s_st, only):
+    """Whether the caches behave the same from now as from the snapshot on: the same
+    last line, and per set the same lines with the same dirty bits and LRU order -- in any
+    ways for LRU (which way holds a line never matters to it), in the same ways with the
+    same round-robin pointer or random-draw state otherwise."""
+    for c in range(cfg.shape[0]):
+        if cfg[c, C_SETS] == 0 or only[c] == 0:
+            continue
+        if st[c, S_LAST] != s_st[c, S_LAST]:
+            return False
+        ways = cfg[c, C_WAYS]
+        lru = cfg[c, C_POLICY] == 0
+        if not lru:
+            if st[c, S_RNG] != s_st[c, S_RNG]:
+                return False
+        for s in range(cfg[c, C_SETS]):
+            b = cfg[c, C_OFF] + s * ways
+            if lru:
+                nv = 0
+                for k in range(ways):
+                    if s_tags[b + k] != -1:
+                        nv += 1
+                for k in range(ways):
+                    line = tags[b + k]
+                    if line == -1:
+                        continue
+                    nv -= 1
+                    hit = False
+                    for k2 in range(ways):
+                        if s_tags[b + k2] == line:
+                            if s_rank[b + k2] != rank[b + k] or s_dirty[b + k2] != dirty[b + k]:
+                                return False
+                            hit = True
+                            break
+                    if not hit:
+                        return False
+                if nv != 0:
+                    return False
+            else:
+                for k in range(ways):
+                    i = b + k
+                    if tags[i] != s_tags[i] or (tags[i] != -1 and dirty[i] != s_dirty[i]):
+                        return False
+                r = cfg[c, C_SOFF] + s
+                if rr[r] != s_rr[r]:
+                    return False
+    return True
+
+
+@njit(cache=True)
 def _run(
     prog, events, blk_ev, blk_code, rules, base, size, fshift, margin,
     route_d, route_i, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst,
+    lrow, lmove, lwork, min_work, skipped, igroup, cmem,
 ):  # fmt: skip
     """Walk the compiled loop nest; queue one request per (cache, line) a block's fetch or
-    a data access touches, and process the queue in batches."""
+    a data access touches, and process the queue in batches.
+
+    Exact shortcut (a fixed point): a loop whose iterations touch the same addresses in
+    every simulated memory (``lmove[row]``: the stream pointers that move from one
+    iteration to the next; none of them may point into a cached memory) repeats the same
+    request sequence. When the caches' state after an iteration -- tags, dirty bits, the
+    LRU order within each set, round-robin pointers, random-draw states, last lines -- is
+    the state after the previous one, every later iteration sees the same state and the
+    same requests, so it adds the same counters: they are added for the iterations left
+    and the loop ends (its pointers set as if it had run). Checked once per iteration of
+    loops with at least ``min_work`` block executions + accesses per iteration (the check
+    costs about one pass over the caches).
+
+    The same for instruction fetch alone: the fetch requests of every iteration of a loop
+    are the same (the blocks and inner trip counts are fixed), so when the instruction-side
+    levels (``igroup``: the first level of fetches from the code memory ``cmem`` and the
+    accelerator behind an L1 I-cache; no data request ever reaches them) are in the same
+    state after two consecutive iterations, the remaining iterations queue no fetch: each
+    adds the last iteration's instruction-side counters (and its line fills: one per miss)
+    while its data accesses are still simulated."""
     ptr = np.zeros(N_TAGS, dtype=np.int64)
     maxd = 64
     f_pc = np.zeros(maxd, dtype=np.int64)
@@ -286,6 +387,38 @@ def _run(
     # cache saw last, which changes no replacement state (see _process); not for a write
     # that may go around a no-write-allocate cache (the line would not be there).
     lastq = np.full(cfg.shape[0], -1, dtype=np.int64)
+    ncache = cfg.shape[0]
+    # the snapshot of one loop (the innermost eligible one running): cache state after its
+    # previous iteration and the counters then
+    s_tags = np.empty_like(tags)
+    s_dirty = np.empty_like(dirty)
+    s_rank = np.zeros(tags.shape[0], dtype=np.int64)
+    rank = np.zeros(tags.shape[0], dtype=np.int64)
+    s_rr = np.empty_like(rr)
+    s_st = np.empty_like(st)
+    s_cst = np.zeros((ncache, 4), dtype=np.int64)
+    s_mst = np.zeros((nmem, 4), dtype=np.int64)
+    slot = -1  # depth of the loop holding the snapshot
+    all_c = np.ones(ncache, dtype=np.int64)
+    # instruction side: its own snapshot, the loop (depth) whose fetches are being added
+    # instead of simulated, and what one of its iterations adds
+    i_tags = np.empty_like(tags)
+    i_dirty = np.empty_like(dirty)
+    i_rank = np.zeros(tags.shape[0], dtype=np.int64)
+    i_rr = np.empty_like(rr)
+    i_st = np.empty_like(st)
+    i_cst = np.zeros((ncache, 4), dtype=np.int64)
+    di_cst = np.zeros((ncache, 4), dtype=np.int64)
+    islot = -1
+    ifix = -1
+    has_i = 0
+    for c in range(ncache):
+        has_i += igroup[c]
+    fi_fail = np.zeros(maxd, dtype=np.int64)
+    fi_wait = np.zeros(maxd, dtype=np.int64)
+    f_fix = np.zeros(maxd, dtype=np.int64)  # the loop at this depth may reach a fixed point
+    f_fail = np.zeros(maxd, dtype=np.int64)  # back-off after failed checks (iterations to
+    f_wait = np.zeros(maxd, dtype=np.int64)  # wait before the next snapshot)
     nq = 0
     depth = 0
     layer = 0
@@ -299,7 +432,7 @@ def _run(
             addr = blk_code[v, 0]
             nb = blk_code[v, 1]
             mem = (addr >> MEM_SHIFT) - 1
-            if nb > 0 and 0 <= mem < nmem:
+            if nb > 0 and 0 <= mem < nmem and ifix < 0:
                 c = route_i[mem]
                 if c >= 0:
                     sh = cfg[c, C_SHIFT]
@@ -387,11 +520,115 @@ def _run(
                 if rules[r, 3] > 0:
                     p += (rules[r, 5] // rules[r, 3]) * rules[r, 4]
                 ptr[rules[r, 0]] = p
+            row = lrow[pc]
+            fix = 0
+            if row >= 0 and prog[pc + 1] >= 3 and lwork[row] >= min_work:
+                fix = 1
+                for t in range(N_TAGS):
+                    if lmove[row, t] != 0:
+                        mem = (base[layer, t] >> MEM_SHIFT) - 1
+                        if 0 <= mem < nmem and (route_d[mem, 0] >= 0 or route_d[mem, 1] >= 0):
+                            fix = 0
+                            break
+            f_fix[depth] = fix
+            f_fail[depth] = 0
+            f_wait[depth] = 0
+            fi_fail[depth] = 0
+            fi_wait[depth] = 0
             depth += 1
             pc += 5
         elif op == OP_END:
             d = depth - 1
             lpc = f_pc[d]
+            count = prog[lpc + 1]
+            if ifix == d:  # this iteration's fetches, added instead of simulated
+                skipped[1] += 1
+                for c in range(ncache):
+                    if igroup[c] != 0:
+                        for j in range(4):
+                            cst[layer, c, j] += di_cst[c, j]
+                        mst[layer, cmem, M_L1_FILL if c == L1I else M_ACC_FILL] += di_cst[c, MISSES]
+            if f_wait[d] > 0:
+                f_wait[d] -= 1
+            elif f_fix[d] != 0 and (slot == -1 or slot == d) and f_it[d] + 1 < count:
+                _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
+                nq = 0
+                lastq[:] = -1
+                _lru_ranks(cfg, tags, stamp, rank)
+                same = slot == d
+                if same:
+                    same = _same_state(cfg, tags, dirty, rank, rr, st, s_tags, s_dirty,
+                                       s_rank, s_rr, s_st, all_c)  # fmt: skip
+                if same:
+                    k = count - f_it[d] - 1  # iterations left: each adds the same counters
+                    for c in range(ncache):
+                        for j in range(4):
+                            cst[layer, c, j] += (cst[layer, c, j] - s_cst[c, j]) * k
+                    for mm in range(nmem):
+                        for j in range(4):
+                            mst[layer, mm, j] += (mst[layer, mm, j] - s_mst[mm, j]) * k
+                    row = lrow[lpc]
+                    for t in range(N_TAGS):  # pointers not set by a rule move on
+                        ptr[t] += k * lmove[row, t]
+                    f_it[d] += k
+                    skipped[0] += k
+                    slot = -1
+                    f_fix[d] = 0
+                elif slot == d:  # not yet: wait 0, 1, 3, 7, ... (at most 255) iterations
+                    f_wait[d] = (1 << f_fail[d]) - 1
+                    if f_fail[d] < 8:
+                        f_fail[d] += 1
+                    slot = -1
+                else:
+                    s_tags[:] = tags
+                    s_dirty[:] = dirty
+                    s_rank[:] = rank
+                    s_rr[:] = rr
+                    s_st[:, :] = st
+                    for c in range(ncache):
+                        for j in range(4):
+                            s_cst[c, j] = cst[layer, c, j]
+                    for mm in range(nmem):
+                        for j in range(4):
+                            s_mst[mm, j] = mst[layer, mm, j]
+                    slot = d
+            if (
+                has_i > 0 and ifix < 0 and (islot == -1 or islot == d)
+                and prog[lpc + 1] >= 3 and lwork[lrow[lpc]] >= min_work
+                and f_it[d] + 1 < count
+            ):  # fmt: skip
+                if fi_wait[d] > 0:
+                    fi_wait[d] -= 1
+                else:
+                    _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
+                    nq = 0
+                    lastq[:] = -1
+                    _lru_ranks(cfg, tags, stamp, rank)
+                    same = islot == d
+                    if same:
+                        same = _same_state(cfg, tags, dirty, rank, rr, st, i_tags, i_dirty,
+                                           i_rank, i_rr, i_st, igroup)  # fmt: skip
+                    if same:
+                        for c in range(ncache):
+                            for j in range(4):
+                                di_cst[c, j] = cst[layer, c, j] - i_cst[c, j]
+                        ifix = d
+                        islot = -1
+                    elif islot == d:
+                        fi_wait[d] = (1 << fi_fail[d]) - 1
+                        if fi_fail[d] < 8:
+                            fi_fail[d] += 1
+                        islot = -1
+                    else:
+                        i_tags[:] = tags
+                        i_dirty[:] = dirty
+                        i_rank[:] = rank
+                        i_rr[:] = rr
+                        i_st[:, :] = st
+                        for c in range(ncache):
+                            for j in range(4):
+                                i_cst[c, j] = cst[layer, c, j]
+                        islot = d
             f_it[d] += 1
             it = f_it[d]
             for r in range(prog[lpc + 2], prog[lpc + 3]):
@@ -400,9 +637,15 @@ def _run(
                 if ev > 0:
                     p += ((it + rules[r, 5]) // ev) * rules[r, 4]
                 ptr[rules[r, 0]] = p
-            if it < prog[lpc + 1]:
+            if it < count:
                 pc = lpc + 5
             else:
+                if slot == d:
+                    slot = -1
+                if islot == d:
+                    islot = -1
+                if ifix == d:
+                    ifix = -1
                 depth -= 1
                 pc += 2
         else:  # OP_LAYER
@@ -428,6 +671,8 @@ class SimResult:
     memories: dict[str, np.ndarray]
     line_bytes: dict[str, int]
     level_memory: dict[str, str] = field(default_factory=dict)  # accelerator -> its memory
+    skipped_iterations: int = 0  # loop iterations added by the fixed-point shortcut
+    fetch_skipped_iterations: int = 0  # iterations whose fetches were added, not simulated
 
     def layer(self, i: int):
         """Layer ``i``'s counters as a mcusim.costs.LayerCacheStats."""
@@ -458,19 +703,28 @@ def _level_name(names: list[str], name: str, mem: str) -> str:
     return name if name not in names else f"{mem}_{name}"
 
 
-def simulate(
-    cs: CompiledStream,
-    memories: list,
-    dcache: CacheConfig | None = None,
-    icache: CacheConfig | None = None,
-    fetch_bytes: int = 4,
-    seed: int = 1,
-) -> SimResult:
-    """Run the compiled stream through the caches a device has.
+@dataclass
+class Levels:
+    """The cache levels of a device and how accesses reach them (built by :func:`levels`):
+    ``configs``/``names`` per level (0 = L1 D, 1 = L1 I, then accelerators), ``owner``
+    (accelerator level -> its memory), ``route_d[mem, is_write]`` / ``route_i[mem]`` the
+    first level an access goes to (-1: none), ``accd``/``acci`` the accelerator behind
+    the L1 for each memory (-1: none)."""
 
-    ``memories``: the device's Memory objects in the index order used for the addresses
-    (``cached`` routes them through the L1 caches; an ``accelerator`` adds its caches).
-    """
+    configs: list
+    names: list[str]
+    owner: dict[str, str]
+    route_d: np.ndarray
+    route_i: np.ndarray
+    accd: np.ndarray
+    acci: np.ndarray
+
+
+def levels(
+    memories: list, dcache: CacheConfig | None = None, icache: CacheConfig | None = None
+) -> Levels:
+    """The cache levels in front of ``memories`` (``cached`` memories go through the L1
+    caches; an ``accelerator`` adds its caches; TCMs are never cached)."""
     configs: list[CacheConfig | None] = [dcache, icache]
     names = ["dcache", "icache"]
     owner: dict[str, str] = {}
@@ -512,28 +766,261 @@ def simulate(
         elif accd[i] >= 0:
             route_d[i, 0] = accd[i]
         route_i[i] = L1I if l1i[i] else acci[i]
+    return Levels(configs, names, owner, route_d, route_i, accd, acci)
+
+
+def _result(lv: Levels, memories: list, cst: np.ndarray, mst: np.ndarray) -> SimResult:
+    # levels no access reached (e.g. the accelerator of a flash path nothing is placed on)
+    # are left out of the results
+    configs, names = lv.configs, lv.names
+    used = [i for i, c in enumerate(configs) if c is not None and cst[:, i, :2].any()]
+    caches = {names[i]: cst[:, i] for i in used}
+    lines = {names[i]: configs[i].line_bytes for i in used}
+    mems = {m.name: mst[:, i] for i, m in enumerate(memories)}
+    return SimResult(caches, mems, lines, {k: v for k, v in lv.owner.items() if k in caches})
+
+
+def _loop_meta(cs: CompiledStream) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per OP_LOOP of the bytecode (``lrow[pc]`` -> row): ``lmove[row, tag]``, how far the
+    tag's pointer moves from one iteration to the next when no rule of the loop sets it
+    (the body's writebacks and moves, inner loops included), and a nonzero marker when a
+    rule of the loop moves it (step, or row skips); ``lwork[row]``: block executions +
+    accesses of one iteration (inner loops multiplied out)."""
+    prog = cs.prog.tolist()
+    ev = cs.events
+    rules = cs.rules.tolist()
+    blk_net = []
+    for s0, n in cs.blk_ev.tolist():
+        d = [0] * N_TAGS
+        for e in range(s0, s0 + n):
+            d[int(ev[e, 0])] += int(ev[e, 5])
+        blk_net.append((d, n + 1))
+    lrow = np.full(len(prog), -1, dtype=np.int64)
+    moves: list[list[int]] = []
+    work: list[int] = []
+
+    def walk(pc: int, end: int) -> tuple[list[int], int]:
+        """Net pointer moves and work of prog[pc:end]."""
+        net = [0] * N_TAGS
+        wk = 0
+        while pc < end:
+            op = prog[pc]
+            if op == OP_BLOCK:
+                d, w = blk_net[prog[pc + 1]]
+                for t in range(N_TAGS):
+                    net[t] += d[t]
+                wk += w
+                pc += 2
+            elif op == OP_LOOP:
+                count, lo, hi, after = prog[pc + 1 : pc + 5]
+                row = len(moves)
+                lrow[pc] = row
+                moves.append([])
+                work.append(0)
+                body, bw = walk(pc + 5, after - 2)
+                mv = list(body)
+                final = [count * x for x in body]
+                for tag, step, start, every, skip, phase in rules[lo:hi]:
+                    rows = (count + phase) // every if every else 0
+                    final[tag] = start + count * step + rows * skip
+                    mv[tag] = 0
+                for tag, step, _start, every, skip, _phase in rules[lo:hi]:
+                    if step != 0 or (every and skip != 0):
+                        mv[tag] = 1  # a rule moves it: never a fixed point here
+                moves[row] = mv
+                work[row] = bw
+                for t in range(N_TAGS):
+                    net[t] += final[t]
+                wk += count * bw
+                pc = after
+            else:
+                pc += 2
+        return net, wk
+
+    walk(0, len(prog))
+    if not moves:
+        z = np.zeros((0, N_TAGS), np.int64)
+        return lrow, z, np.zeros(0, np.int64)
+    return lrow, np.asarray(moves, np.int64), np.asarray(work, np.int64)
+
+
+def _instruction_group(cs: CompiledStream, lv: Levels) -> tuple[np.ndarray, int]:
+    """The levels only instruction fetches reach (mask per level; empty when the code
+    spans memories, or a data access or a data-side miss can reach one of them) and the
+    code memory's index."""
+    n = len(lv.configs)
+    none = np.zeros(n, dtype=np.int64), 0
+    code = cs.blk_code[cs.blk_code[:, 1] > 0, 0] if len(cs.blk_code) else cs.blk_code[:, 0]
+    mems = set(((code >> MEM_SHIFT) - 1).tolist())
+    nm = lv.route_i.shape[0]
+    if len(mems) != 1:
+        return none
+    cmem = mems.pop()
+    if not 0 <= cmem < nm or lv.route_i[cmem] < 0:
+        return none
+    group = {int(lv.route_i[cmem])}
+    if lv.route_i[cmem] == L1I and lv.acci[cmem] >= 0:
+        group.add(int(lv.acci[cmem]))
+    data = set(lv.route_d.ravel().tolist())
+    for m in range(nm):
+        if lv.route_d[m, 0] == L1D or lv.route_d[m, 1] == L1D:
+            data.add(int(lv.accd[m]))  # an L1 D miss goes on to this memory's accelerator
+    if group & data:
+        return none
+    mask = np.zeros(n, dtype=np.int64)
+    mask[list(group)] = 1
+    return mask, cmem
+
+
+def simulate(
+    cs: CompiledStream,
+    memories: list,
+    dcache: CacheConfig | None = None,
+    icache: CacheConfig | None = None,
+    fetch_bytes: int = 4,
+    seed: int = 1,
+) -> SimResult:
+    """Run the compiled stream through the caches a device has.
+
+    ``memories``: the device's Memory objects in the index order used for the addresses
+    (``cached`` routes them through the L1 caches; an ``accelerator`` adds its caches).
+    """
+    lv = levels(memories, dcache, icache)
+    configs = lv.configs
     state = CacheState(configs, seed)
     L = cs.n_layers
     cst = np.zeros((L, len(configs), 4), dtype=np.int64)
-    mst = np.zeros((L, nm, 4), dtype=np.int64)
+    mst = np.zeros((L, len(memories), 4), dtype=np.int64)
     fshift = max(int(fetch_bytes), 1).bit_length() - 1
     # most requests one block execution can queue: every access spanning two lines, and
     # its code lines at the smallest line size
     min_line = min((c.line_bytes for c in configs if c is not None), default=4)
     per_block = 2 * cs.blk_ev[:, 1] + cs.blk_code[:, 1] // min_line + 2
     margin = int(per_block.max()) if len(per_block) else 2
+    lrow, lmove, lwork = _loop_meta(cs)
+    # a fixed-point check costs about a pass over the cache lines: loops with very small
+    # iterations are not checked (failed checks back off exponentially anyway)
+    min_work = 16
+    skipped = np.zeros(2, dtype=np.int64)
+    igroup, cmem = _instruction_group(cs, lv)
     _run(
         cs.prog, cs.events, cs.blk_ev, cs.blk_code, cs.rules, cs.base, cs.size, fshift, margin,
-        route_d, route_i, accd, acci, state.cfg, state.tags, state.stamp, state.dirty, state.rr,
-        state.st, cst, mst,
+        lv.route_d, lv.route_i, lv.accd, lv.acci, state.cfg, state.tags, state.stamp,
+        state.dirty, state.rr, state.st, cst, mst, lrow, lmove, lwork, min_work, skipped,
+        igroup, cmem,
     )  # fmt: skip
-    # levels no access reached (e.g. the accelerator of a flash path nothing is placed on)
-    # are left out of the results
-    used = [i for i, c in enumerate(configs) if c is not None and cst[:, i, :2].any()]
-    caches = {names[i]: cst[:, i] for i in used}
-    lines = {names[i]: configs[i].line_bytes for i in used}
-    mems = {m.name: mst[:, i] for i, m in enumerate(memories)}
-    return SimResult(caches, mems, lines, {k: v for k, v in owner.items() if k in caches})
+    res = _result(lv, memories, cst, mst)
+    res.skipped_iterations = int(skipped[0])
+    res.fetch_skipped_iterations = int(skipped[1])
+    return res
+
+
+# ------------------------------------------------------------------- recorded traces
+# kinds of a recorded access (TraceSim.feed)
+K_READ, K_WRITE, K_FETCH = 0, 1, 2
+
+
+@njit(cache=True)
+def _feed(
+    addrs, nbytes, kinds, fshift, route_d, route_i, nxt_d, nxt_i,
+    cfg, tags, stamp, dirty, rr, st, cst, mst,
+):  # fmt: skip
+    """Queue one request per (cache, line) of each recorded access, as :func:`_run` does for
+    a compiled stream: a fetch of ``nbytes`` code bytes weighted by the fetch units in each
+    line, a data access one core access per line; then process them in order."""
+    n = addrs.shape[0]
+    min_sh = 62
+    for c in range(cfg.shape[0]):
+        if cfg[c, C_SETS] > 0 and cfg[c, C_SHIFT] < min_sh:
+            min_sh = cfg[c, C_SHIFT]
+    q = np.zeros((2 * QCAP + 2 * 4096, 6), dtype=np.int64)
+    nmem = route_i.shape[0]
+    nq = 0
+    for i in range(n):
+        addr = addrs[i]
+        nb = nbytes[i]
+        k = kinds[i]
+        mem = (addr >> MEM_SHIFT) - 1
+        if nb <= 0 or mem < 0 or mem >= nmem:
+            continue
+        c = route_i[mem] if k == K_FETCH else route_d[mem, k]
+        if c < 0:
+            continue
+        sh = cfg[c, C_SHIFT]
+        end = addr + nb
+        if ((end - 1) >> sh) - (addr >> sh) > 4000:
+            continue  # cannot happen for a real access or block (bounded queue margin)
+        for line in range(addr >> sh, ((end - 1) >> sh) + 1):
+            if k == K_FETCH:
+                lo = line << sh
+                hi = lo + (1 << sh)
+                if lo < addr:
+                    lo = addr
+                if hi > end:
+                    hi = end
+                w = ((hi - 1) >> fshift) - (lo >> fshift) + 1
+            else:
+                w = 1
+            q[nq, Q_CACHE] = c
+            q[nq, Q_LINE] = line
+            q[nq, Q_W] = w
+            q[nq, Q_WRITE] = 1 if k == K_WRITE else 0
+            q[nq, Q_NB] = nb if (k == K_WRITE and line == addr >> sh) else 0
+            q[nq, Q_LAYER] = 0
+            nq += 1
+        if nq >= QCAP:
+            _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
+            nq = 0
+    _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
+
+
+class TraceSim:
+    """The caches of a device fed a recorded access trace (the firmware trace of
+    mcusim/firmware/trace.py): the same levels, routing, replacement and counters as
+    :func:`simulate` on a compiled stream, so both sides' stalls come from one model.
+    Feed batches in program order (:meth:`feed`); :meth:`result` is a one-layer
+    :class:`SimResult`."""
+
+    def __init__(
+        self,
+        memories: list,
+        dcache: CacheConfig | None = None,
+        icache: CacheConfig | None = None,
+        fetch_bytes: int = 4,
+        seed: int = 1,
+    ) -> None:
+        self.memories = list(memories)
+        self.lv = levels(self.memories, dcache, icache)
+        self.state = CacheState(self.lv.configs, seed)
+        self.cst = np.zeros((1, len(self.lv.configs), 4), dtype=np.int64)
+        self.mst = np.zeros((1, len(self.memories), 4), dtype=np.int64)
+        self.fshift = max(int(fetch_bytes), 1).bit_length() - 1
+
+    @classmethod
+    def for_device(cls, device, seed: int = 1) -> TraceSim:
+        core = device.core
+        return cls(
+            list(device.memories),
+            dcache=CacheConfig.of(core.dcache) if core.dcache is not None else None,
+            icache=CacheConfig.of(core.icache) if core.icache is not None else None,
+            fetch_bytes=fetch_bytes_of(core.name),
+            seed=seed,
+        )
+
+    def feed(self, addrs, nbytes, kinds) -> None:
+        """Accesses in program order: global addresses (isa/addresses.global_address),
+        bytes, kind (K_READ, K_WRITE, K_FETCH: ``nbytes`` code bytes of one block)."""
+        s, lv = self.state, self.lv
+        _feed(
+            np.ascontiguousarray(addrs, dtype=np.int64),
+            np.ascontiguousarray(nbytes, dtype=np.int64),
+            np.ascontiguousarray(kinds, dtype=np.int64),
+            self.fshift, lv.route_d, lv.route_i, lv.accd, lv.acci,
+            s.cfg, s.tags, s.stamp, s.dirty, s.rr, s.st, self.cst, self.mst,
+        )  # fmt: skip
+
+    def result(self) -> SimResult:
+        return _result(self.lv, self.memories, self.cst, self.mst)
 
 
 # ----------------------------------------------------------------- model on a device
@@ -558,15 +1045,34 @@ def code_size(programs) -> int:
     return total
 
 
-def stream_bases(graph, plan, device, code_bytes: int) -> list[dict[str, tuple[int, int]]]:
-    """Global address of every stream pointer at the start of each layer, with the bytes
-    of the buffer behind it (accesses wrap inside it; 0 for the stack: unbounded).
+@dataclass(frozen=True)
+class _Layout:
+    """Where a model's buffers sit on a device, independent of the code size: constant
+    offsets are relative to the start of the constants (shifted by the 16-byte aligned
+    code size when the code shares their memory)."""
 
-    Activations (input, input2, output) and scratch sit at their arena-plan offsets in the
-    arena memory; constant tensors are laid out in op order (16-byte aligned) in the
-    constants memory (after the code if code shares it), followed per MAC op by its
-    per-channel requantization parameters (the "const" stream); the stack pointer starts
-    ``STACK_HEADROOM`` bytes below the top of the arena memory."""
+    arena_index: int
+    arena_base: int
+    const_index: int
+    const_base: int
+    shares_code: bool
+    const_off: dict[str, int]
+    qparams: dict[int, int]
+    end_const: int
+    stack: int
+    scratch: dict[str, int]
+
+
+_LAYOUTS: dict = {}  # (id(graph), id(plan), id(device)) -> (graph, plan, device, _Layout)
+
+
+def _layout(graph, plan, device) -> _Layout:
+    """The per-model part of :func:`stream_bases`, computed once per (graph, plan, device)
+    objects (the objects are kept with the entry, so an id is never reused while cached)."""
+    key = (id(graph), id(plan), id(device))
+    hit = _LAYOUTS.get(key)
+    if hit is not None and hit[0] is graph and hit[1] is plan and hit[2] is device:
+        return hit[3]
     from mcusim.isa.addresses import global_address
 
     mems = list(device.memories)
@@ -574,16 +1080,8 @@ def stream_bases(graph, plan, device, code_bytes: int) -> list[dict[str, tuple[i
     arena = device.memory_for("arena")
     consts = device.memory_for("constants")
     code = device.memory_for("code")
-    ai, ci = idx[arena.name], idx[consts.name]
-
-    def at_arena(off: int) -> int:
-        return global_address(ai, arena.base_address + off)
-
-    def at_const(off: int) -> int:
-        return global_address(ci, consts.base_address + off)
-
     t = graph.tensors
-    coff = _align(code_bytes) if consts.name == code.name else 0
+    coff = 0
     const_off: dict[str, int] = {}
     for op in graph.ops:
         for n in op.inputs:
@@ -595,42 +1093,84 @@ def stream_bases(graph, plan, device, code_bytes: int) -> list[dict[str, tuple[i
         if op.kind in MAC_KINDS:
             qparams[i] = coff
             coff = _align(coff + 8 * int(t[op.outputs[0]].shape[-1]))
-    end_const = coff
-    stack = at_arena(max(arena.size - STACK_HEADROOM, 0) // 8 * 8)
-    scratch = {b.key: b.size for b in plan.buffers if b.key.startswith("scratch:")}
-    out = []
-    for i, op in enumerate(graph.ops):
-        acts = [n for n in op.inputs if n and not t[n].is_const]
-        cins = [n for n in op.inputs if n and t[n].is_const]
-        b: dict[str, tuple[int, int]] = {"stack": (stack, 0)}  # (address, buffer bytes)
-        if acts:
-            b["input"] = (at_arena(plan.offsets.get(acts[0], 0)), t[acts[0]].nbytes)
-        else:
-            b["input"] = (at_const(end_const), 0)
-        second = op.inputs[1] if len(op.inputs) > 1 and op.inputs[1] else None
-        if second is not None:
-            a2 = (
-                at_const(const_off[second]) if t[second].is_const
-                else at_arena(plan.offsets.get(second, 0))
-            )  # fmt: skip
-            b["input2"] = (a2, t[second].nbytes)
-        y = op.outputs[0]
-        b["output"] = (at_arena(plan.offsets.get(y, 0)), t[y].nbytes)
-        key = f"scratch:{i}"
-        b["scratch"] = (at_arena(plan.offsets.get(key, plan.peak_bytes)), scratch.get(key, 0))
-        if op.kind in MAC_KINDS:
-            w = op.inputs[1]
-            b["weights"] = (at_const(const_off.get(w, end_const)), t[w].nbytes)
-            if len(op.inputs) > 2 and op.inputs[2]:
-                bias = op.inputs[2]
-                b["bias"] = (at_const(const_off.get(bias, end_const)), t[bias].nbytes)
-            b["const"] = (at_const(qparams[i]), 8 * int(t[y].shape[-1]))
-        else:
-            first = (at_const(const_off[cins[0]]), t[cins[0]].nbytes) if cins else None
-            for tag in ("weights", "bias", "const"):
-                b[tag] = first or (at_const(end_const), 0)
-        out.append(b)
-    return out
+    ai = idx[arena.name]
+    lay = _Layout(
+        arena_index=ai,
+        arena_base=arena.base_address,
+        const_index=idx[consts.name],
+        const_base=consts.base_address,
+        shares_code=consts.name == code.name,
+        const_off=const_off,
+        qparams=qparams,
+        end_const=coff,
+        stack=global_address(ai, arena.base_address + max(arena.size - STACK_HEADROOM, 0) // 8 * 8),
+        scratch={b.key: b.size for b in plan.buffers if b.key.startswith("scratch:")},
+    )
+    if len(_LAYOUTS) >= 64:
+        _LAYOUTS.pop(next(iter(_LAYOUTS)))
+    _LAYOUTS[key] = (graph, plan, device, lay)
+    return lay
+
+
+def layer_bases(graph, plan, device, code_bytes: int, i: int) -> dict[str, tuple[int, int]]:
+    """:func:`stream_bases` of layer ``i`` alone (the model's layout is cached)."""
+    from mcusim.isa.addresses import global_address
+
+    lay = _layout(graph, plan, device)
+    t = graph.tensors
+    shift = _align(code_bytes) if lay.shares_code else 0
+
+    def at_arena(off: int) -> int:
+        return global_address(lay.arena_index, lay.arena_base + off)
+
+    def at_const(off: int) -> int:
+        return global_address(lay.const_index, lay.const_base + shift + off)
+
+    end_const = lay.end_const
+    const_off = lay.const_off
+    op = graph.ops[i]
+    acts = [n for n in op.inputs if n and not t[n].is_const]
+    cins = [n for n in op.inputs if n and t[n].is_const]
+    b: dict[str, tuple[int, int]] = {"stack": (lay.stack, 0)}  # (address, buffer bytes)
+    if acts:
+        b["input"] = (at_arena(plan.offsets.get(acts[0], 0)), t[acts[0]].nbytes)
+    else:
+        b["input"] = (at_const(end_const), 0)
+    second = op.inputs[1] if len(op.inputs) > 1 and op.inputs[1] else None
+    if second is not None:
+        a2 = (
+            at_const(const_off[second]) if t[second].is_const
+            else at_arena(plan.offsets.get(second, 0))
+        )  # fmt: skip
+        b["input2"] = (a2, t[second].nbytes)
+    y = op.outputs[0]
+    b["output"] = (at_arena(plan.offsets.get(y, 0)), t[y].nbytes)
+    key = f"scratch:{i}"
+    b["scratch"] = (at_arena(plan.offsets.get(key, plan.peak_bytes)), lay.scratch.get(key, 0))
+    if op.kind in MAC_KINDS:
+        w = op.inputs[1]
+        b["weights"] = (at_const(const_off.get(w, end_const)), t[w].nbytes)
+        if len(op.inputs) > 2 and op.inputs[2]:
+            bias = op.inputs[2]
+            b["bias"] = (at_const(const_off.get(bias, end_const)), t[bias].nbytes)
+        b["const"] = (at_const(lay.qparams[i]), 8 * int(t[y].shape[-1]))
+    else:
+        first = (at_const(const_off[cins[0]]), t[cins[0]].nbytes) if cins else None
+        for tag in ("weights", "bias", "const"):
+            b[tag] = first or (at_const(end_const), 0)
+    return b
+
+
+def stream_bases(graph, plan, device, code_bytes: int) -> list[dict[str, tuple[int, int]]]:
+    """Global address of every stream pointer at the start of each layer, with the bytes
+    of the buffer behind it (accesses wrap inside it; 0 for the stack: unbounded).
+
+    Activations (input, input2, output) and scratch sit at their arena-plan offsets in the
+    arena memory; constant tensors are laid out in op order (16-byte aligned) in the
+    constants memory (after the code if code shares it), followed per MAC op by its
+    per-channel requantization parameters (the "const" stream); the stack pointer starts
+    ``STACK_HEADROOM`` bytes below the top of the arena memory."""
+    return [layer_bases(graph, plan, device, code_bytes, i) for i in range(len(graph.ops))]
 
 
 def fetch_bytes_of(core_name: str) -> int:
@@ -658,6 +1198,29 @@ def needs_simulation(device) -> bool:
         if m.accelerator is not None and (m.accelerator.icache_lines or m.accelerator.dcache_lines):
             return True
     return False
+
+
+def _device_caches(device) -> dict:
+    core = device.core
+    return dict(
+        dcache=CacheConfig.of(core.dcache) if core.dcache is not None else None,
+        icache=CacheConfig.of(core.icache) if core.icache is not None else None,
+        fetch_bytes=fetch_bytes_of(core.name),
+    )
+
+
+def simulate_layer(graph, program, plan, device, index: int):
+    """The cache simulation of layer ``index`` alone, caches cold (as the NPU-placement
+    path and the per-layer bench see a layer whose neighbours run no CPU code): equal to
+    ``simulate_model`` with every other layer an empty Program, ``.layer(index)``, without
+    compiling or walking the other layers. Returns a mcusim.costs.LayerCacheStats."""
+    from mcusim.isa.addresses import compile_programs, global_address
+
+    code = device.memory_for("code")
+    ci = [m.name for m in device.memories].index(code.name)
+    bases = layer_bases(graph, plan, device, code_size([program]), index)
+    cs = compile_programs([program], [bases], code_base=global_address(ci, code.base_address))
+    return simulate(cs, list(device.memories), **_device_caches(device)).layer(0)
 
 
 def simulate_model(graph, programs, plan, device) -> SimResult:

@@ -52,6 +52,27 @@ dot_pairs:                  @ r0 = int16 *a, r1 = int16 *b, r2 = n pairs > 0
     bx lr
     .size dot_pairs, . - dot_pairs
 
+    .global stride2
+    .type stride2, %function
+    .thumb_func
+stride2:                    @ r0 = int32 *x, r1 = n > 0, r2 = stride bytes: two passes
+    push {r4, r5, r6}
+    movs r3, #0
+    movs r6, #2
+2:  mov r4, r0
+    mov r5, r1
+1:  ldr r12, [r4]
+    add r3, r3, r12
+    add r4, r4, r2
+    subs r5, r5, #1
+    bne 1b
+    subs r6, r6, #1
+    bne 2b
+    mov r0, r3
+    pop {r4, r5, r6}
+    bx lr
+    .size stride2, . - stride2
+
     .global relu_branch
     .type relu_branch, %function
     .thumb_func
@@ -151,10 +172,12 @@ def test_forward_branch_outcome_from_the_trace(arm_elf, core):
 
 
 def test_flash_wait_states_from_the_device(arm_elf):
-    """stm32l4r5: flash 5 wait states, 64-bit words, ART data cache 256 B (too small for the
-    1 KB read here), instruction cache 1 KB (the 16-byte function fits: cold misses only).
-    Reading 256 words from flash: 1024 B / 8 = 128 flash words x 5 = 640 data stall cycles;
-    fetch: 16 code bytes = 2 flash words x 5 = 10. RAM (SRAM, 0 wait states) costs none."""
+    """stm32l4r5: flash 5 wait states, 64-bit words, ART (the device's caches, simulated on
+    the trace's real addresses): data cache 8 lines of 32 B, instruction cache 32 lines.
+    Reading 256 words from flash sequentially: 1024 B = 32 ART lines, each a miss filling
+    32 B / 8 B = 4 flash words x 5 WS = 20 cycles -> 640; the 16-byte function sits in ART
+    line 0 (linked at 0x0): one instruction miss, not sequential -> 20 (each call starts
+    with cold caches). RAM (SRAM, 0 wait states) costs none."""
     dev = load_device("stm32l4r5")
     h = harness_for(arm_elf, "cortex-m4")
     n = 256
@@ -166,12 +189,19 @@ def test_flash_wait_states_from_the_device(arm_elf):
     t = out.trace
     assert t.read_bytes["flash"] == 4 * n and t.read_bytes["total"] == 4 * n
     assert t.code_bytes == 16
-    assert t.stall_cycles == 640 + 10
-    assert t.cycles == 7 * n + 3 + 650
+    assert t.cache["flash_accel_d"] == {
+        "hits": n - 32,
+        "misses": 32,
+        "writebacks": 0,
+        "seq_misses": 31,
+    }
+    assert t.cache["flash_accel_i"]["misses"] == 1
+    assert t.stall_cycles == 640 + 20
+    assert t.cycles == 7 * n + 3 + 660
     ram = h.put(x)
     t2 = h.call("sum_words", ram, n, trace=tr).trace
     assert "ram" not in t2.read_bytes  # SRAM has no wait states: not hooked
-    assert t2.stall_cycles == 10 and t2.compute_cycles == t.compute_cycles
+    assert t2.stall_cycles == 20 and t2.compute_cycles == t.compute_cycles
 
 
 RV_S = """
@@ -258,3 +288,106 @@ def test_rv_hardware_loop_is_zero_overhead_in_the_trace(tmp_path):
     for n, r in runs.items():
         assert r.trace.instructions == base_i + 3 * n
         assert r.trace.cycles == base_c + 3 * n
+
+
+# ------------------------------------------------------------- caches on the trace
+def _tiny_cache_device():
+    """An M7 device with a 256 B, 2-way, 32 B-line LRU D-cache (4 sets), no I-cache, SRAM
+    (arena, 2 wait states, 32-bit bus) behind it, code and constants in a zero-wait
+    uncached flash: every stall is a D-cache line fill of 2 + 32 / 4 = 10 cycles."""
+    from dataclasses import replace
+
+    from mcusim.devices.model import Cache
+
+    d = load_device("stm32f746")
+    core = replace(d.core, dcache=Cache(256, 2, 32, "lru"), icache=None)
+    mems = []
+    for m in d.memories:
+        if m.name == "sram":
+            m = replace(m, wait_states=2, width_bits=32, base_address=0x2000_0000)
+        elif m.name == "flash":
+            m = replace(m, wait_states=0, cached=False, accelerator=None)
+        mems.append(m)
+    return replace(d, name="tiny-l1", core=core, memories=tuple(mems))
+
+
+@pytest.mark.parametrize(
+    "n, data_misses, data_hits",
+    [(4, 4, 4), (8, 16, 0)],
+)
+def test_strided_loop_through_a_tiny_cache(arm_elf, n, data_misses, data_hits):
+    """Two passes over n words 64 B apart (x 128 B-aligned: lines L, L+2, ..., sets 0 and 2
+    of 4). n = 4: two lines per set fit the 2 ways -> pass 1 misses 4, pass 2 hits 4.
+    n = 8: four lines per set, LRU evicts each line before its reuse -> 16 misses. The stack
+    (PUSH of 3 words = 3 writes in one line of set 1, POP = 3 reads): 1 write-allocate miss,
+    5 hits, never evicted. Stall = misses x (2 WS + 8 beats) = 10 cycles each."""
+    dev = _tiny_cache_device()
+    h = harness_for(arm_elf, "cortex-m7")
+    x = np.arange(16 * n, dtype=np.int32)
+    addr = h.put(x, align=128)
+    tr = Tracer(device=dev)
+    out = h.call("stride2", addr, n, 64, trace=tr)
+    assert out.signed == 2 * int(x[::16][:n].sum())
+    t = out.trace
+    assert t.cache["dcache"] == {
+        "hits": data_hits + 5,
+        "misses": data_misses + 1,
+        "writebacks": 0,
+        "seq_misses": 0,
+    }
+    assert "icache" not in t.cache
+    assert t.stall_cycles == 10 * (data_misses + 1)
+    assert t.read_bytes["ram"] == 4 * 2 * n + 12 and t.write_bytes["ram"] == 12
+
+
+def test_trace_cache_stats_equal_the_reference_on_the_same_accesses(arm_elf):
+    """stm32f746 (4 KB 4-way D, 4 KB 2-way I, random replacement, flash and SRAM both on
+    the cached AXIM path): the trace's D- and I-cache counters equal an independent
+    per-access reference cache (tests/test_cache.py RefCache) and mcusim.cache's plain-trace
+    simulator fed the recorded accesses; the stalls equal mcusim.costs.layer_cost of
+    those counters."""
+    from test_cache import RefCache
+
+    from mcusim.cache import CacheConfig, CacheState, simulate_trace
+    from mcusim.isa.addresses import MEM_SHIFT
+
+    dev = load_device("stm32f746")
+    h = harness_for(arm_elf, "cortex-m7")
+    rng = np.random.default_rng(5)
+    n = 3000  # 12 KB per operand: larger than the D-cache
+    a = rng.integers(-32768, 32768, 2 * n, dtype=np.int16)
+    b = h.put(rng.integers(-32768, 32768, 2 * n, dtype=np.int16), region="flash")
+    tr = Tracer(device=dev, record=True)
+    t = h.call("dot_pairs", a, b, n, trace=tr).trace
+    g, nb, kind = tr.accesses
+    dcfg, icfg = CacheConfig.of(dev.core.dcache), CacheConfig.of(dev.core.icache)
+    rd, ri = RefCache(dcfg, 0), RefCache(icfg, 1)
+    data = []
+    mask = (1 << MEM_SHIFT) - 1
+    for addr, size, k in zip(g.tolist(), nb.tolist(), kind.tolist(), strict=True):
+        if k == 2:  # a TB's code bytes: 8-byte fetch units (cortex-m7.toml) per line
+            lb = icfg.line_bytes
+            for line in range(addr // lb, (addr + size - 1) // lb + 1):
+                lo, hi = max(addr, line * lb), min(addr + size, (line + 1) * lb)
+                ri.access_line(line, False, (hi - 1) // 8 - lo // 8 + 1)
+        else:
+            rd.access(addr, size, bool(k))
+            data.append((addr & mask, size, k))
+    assert rd.misses > 100 and ri.misses > 0
+    want_d = {"hits": rd.hits, "misses": rd.misses, "writebacks": rd.writebacks}
+    want_i = {"hits": ri.hits, "misses": ri.misses, "writebacks": 0}
+    assert {k: t.cache["dcache"][k] for k in want_d} == want_d
+    assert {k: t.cache["icache"][k] for k in want_i} == want_i
+    # the plain-trace simulator on the data addresses (both memories' offsets are far
+    # apart, so dropping the memory tag aliases nothing here)
+    st = CacheState([dcfg])
+    arr = np.array(data, dtype=np.int64)
+    got = simulate_trace(
+        arr[:, 0], arr[:, 1], arr[:, 2], st.cfg, st.tags, st.stamp, st.dirty, st.rr, st.st
+    )
+    assert (int(got[0]), int(got[1]), int(got[2])) == (rd.hits, rd.misses, rd.writebacks)
+    # stalls: flash fills 7 WS + 1 beat of 32 B, SRAM fills/writebacks 4 beats of 8 B
+    fl = (g >> MEM_SHIFT) - 1
+    assert t.stall_cycles > 0
+    assert t.cycles == t.compute_cycles + t.stall_cycles
+    assert fl.max() < len(dev.memories)

@@ -13,13 +13,17 @@ SAME core model (``mcusim.isa.timing.core_timing(core).block_cycles``):
   passes); states only differ across a TB boundary in what the previous instruction was,
   and most TBs end in a branch, which resets the Cortex-M pipeline state.
 
-Memory stalls use the first-order model of mcusim/costs.py with the device's memories:
-reads from the ``flash`` region (code, .rodata, host constants) are costed as the memory
-holding "constants", ``ram`` reads as the "arena" memory, instruction fetch as the "code"
-memory (``data_stall_cycles`` per region with the distinct bytes touched as footprint;
-``fetch_stall_cycles`` with the distinct code bytes executed). Per-region read bytes come
-from a read hook installed only on regions whose memory has wait states. L1 caches and
-flash accelerators are not simulated on the trace (documented approximation).
+Memory stalls: the ``flash`` region (code, .rodata, host constants) is the device memory
+holding "constants" for data and "code" for instruction fetch, ``ram`` the "arena" memory
+(an address keeps its offset from the region base). When the device has caches (L1 or a
+flash accelerator, ``mcusim.cache.needs_simulation``) the firmware's real data addresses
+(read/write hooks on the regions whose memory is cached or wait-stated) and every executed
+TB's code bytes are fed, in program order, through :class:`mcusim.cache.TraceSim` -- the
+simulator's own cache model -- and priced by ``mcusim.costs.layer_cost`` exactly as the
+simulator prices its address streams. Without caches the first-order model of
+mcusim/costs.py applies (``data_stall_cycles`` per region with the distinct bytes touched
+as footprint, ``fetch_stall_cycles`` with the distinct code bytes executed; read hooks only
+on wait-stated regions).
 
     tr = Tracer(device=load_device("stm32l4r5"))   # or Tracer(core="cortex-m4")
     res = h.call("fn", a, b, trace=tr).trace
@@ -29,6 +33,8 @@ flash accelerators are not simulated on the trace (documented approximation).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from mcusim.isa.asm import AsmError, Instr
 from mcusim.isa.asm import parse_line as arm_parse_line
@@ -50,6 +56,10 @@ class TraceResult:
     read_bytes: dict[str, int]  # "total" + regions hooked (memory with wait states) -> bytes
     core: str = ""
     unmodeled: dict[str, int] = field(default_factory=dict)  # mnemonic -> times executed
+    # cache levels simulated on the trace (devices with caches): level -> hits, misses,
+    # writebacks, seq_misses (mcusim.costs.LayerCacheStats.levels)
+    cache: dict[str, dict[str, int]] = field(default_factory=dict)
+    write_bytes: dict[str, int] = field(default_factory=dict)  # region -> bytes (cached)
 
     @property
     def cycles(self) -> int:
@@ -67,6 +77,7 @@ class TraceResult:
             "read_bytes": dict(self.read_bytes),
             "blocks": {f"{a:#x}+{s}": n for (a, s), n in sorted(self.blocks.items())},
             "unmodeled": dict(self.unmodeled),
+            "cache": {k: dict(v) for k, v in self.cache.items()},
         }
 
 
@@ -145,10 +156,22 @@ class Tracer:
     call's result is separate). ``device`` gives the core model and the memories;
     ``core`` alone times with zero-wait memory."""
 
-    def __init__(self, core: str | None = None, device=None) -> None:
+    # recorded accesses are fed to the cache model in batches of about this many
+    FLUSH = 1 << 18
+
+    def __init__(self, core: str | None = None, device=None, record: bool = False) -> None:
         if core is None and device is None:
             raise ValueError("Tracer needs a core name or a device")
         self.device = device
+        self.cached = False
+        if device is not None:
+            from mcusim.cache import needs_simulation
+
+            self.cached = needs_simulation(device)
+        # record: keep the (global address, bytes, kind) arrays fed to the cache model
+        # (``self.accesses`` after the call), for tests and debugging
+        self.record = record
+        self.accesses = None
         self.core = (core or device.core.name).lower()
         self.timing = core_timing(self.core)
         # TB -> (Block, instructions, unmodeled, read bytes, end address, forward branch)
@@ -169,6 +192,11 @@ class Tracer:
         self.pprev = None
         self.executed = 0
         self.region_reads: dict[str, list] = {}
+        self._buf = None
+        if self.cached:
+            self._begin_cached(harness)
+            harness.uc.ctl_flush_tb()
+            return
         self._hooks = [harness.uc.hook_add(UC_HOOK_BLOCK, self._on_block)]
         for reg in harness.regions:
             mem = self._memory(reg.name, fetch=False)
@@ -184,6 +212,97 @@ class Tracer:
                     )
                 )
         harness.uc.ctl_flush_tb()  # hooks added after translation fire only after a flush
+
+    def _begin_cached(self, harness) -> None:
+        """Hooks for a device with caches: the block hook also records each TB's fetch, and
+        read (and, behind an L1 D-cache, write) hooks record the data accesses of every
+        region whose memory is cached or wait-stated, in one buffer in program order."""
+        from unicorn import UC_HOOK_BLOCK, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
+
+        from mcusim.cache import TraceSim
+        from mcusim.costs import route
+        from mcusim.isa.addresses import global_address
+
+        dev = self.device
+        idx = {m.name: i for i, m in enumerate(dev.memories)}
+        self.sim = TraceSim.for_device(dev)
+        self._buf = []
+        self._fidx = -1
+        self._recorded: list = []
+        self.region_rw = {}  # region -> [read bytes, write bytes, reads, writes]
+        self._map = []  # (region, global base for data, global base for fetch)
+        code = dev.memory_for("code")
+        buf = self._buf
+        app = buf.append
+        self._hooks = [harness.uc.hook_add(UC_HOOK_BLOCK, self._on_block_cached)]
+        for reg in harness.regions:
+            mem = self._memory(reg.name, fetch=False)
+            self._map.append(
+                (
+                    reg,
+                    global_address(idx[mem.name], mem.base_address),
+                    global_address(idx[code.name], code.base_address),
+                )
+            )
+            r = route(dev, mem)
+            if r in ("tcm",) or (r == "direct" and mem.wait_states == 0):
+                continue
+            self.region_rw[reg.name] = [0, 0, 0, 0]
+
+            def on_read(uc, access, address, size, value, ud):
+                app((address << 24) | (size << 8))
+
+            self._hooks.append(
+                harness.uc.hook_add(UC_HOOK_MEM_READ, on_read, begin=reg.base, end=reg.end - 1)
+            )
+            if r == "l1":
+
+                def on_write(uc, access, address, size, value, ud):
+                    app((address << 24) | (size << 8) | 16)
+
+                self._hooks.append(
+                    harness.uc.hook_add(
+                        UC_HOOK_MEM_WRITE, on_write, begin=reg.base, end=reg.end - 1
+                    )
+                )
+
+    def _on_block_cached(self, uc, address, size, user_data) -> None:
+        buf = self._buf
+        if len(buf) >= self.FLUSH:
+            self._flush()
+        self._fidx = len(buf)
+        buf.append((address << 24) | (size << 8) | 32)
+        self._on_block(uc, address, size, user_data)
+
+    def _flush(self) -> None:
+        """Decode the recorded accesses (address << 24 | bytes << 8 | kind << 4), move them
+        to the device's global addresses and feed them to the cache model."""
+        buf = self._buf
+        if not buf:
+            return
+        v = np.array(buf, dtype=np.int64)
+        buf.clear()
+        self._fidx = -1
+        addr = v >> 24
+        size = (v >> 8) & 0xFFFF
+        kind = (v >> 4) & 0xF
+        g = np.full(len(v), -1, dtype=np.int64)
+        fetch = kind == 2
+        for reg, dbase, fbase in self._map:
+            inr = (addr >= reg.base) & (addr < reg.end)
+            off = addr - reg.base
+            g = np.where(inr, np.where(fetch, fbase, dbase) + off, g)
+            acc = self.region_rw.get(reg.name)
+            if acc is not None:
+                rd = inr & (kind == 0)
+                wr = inr & (kind == 1)
+                acc[0] += int(size[rd].sum())
+                acc[1] += int(size[wr].sum())
+                acc[2] += int(rd.sum())
+                acc[3] += int(wr.sum())
+        self.sim.feed(g, size, kind)
+        if self.record:
+            self._recorded.append((g, size, kind))
 
     @staticmethod
     def _make_read_hook(acc):
@@ -229,6 +348,8 @@ class Tracer:
         if not self.edges[e]:
             del self.edges[e]
         self.executed -= self._decoded[k][1]
+        if self._buf is not None and self._fidx >= 0:  # the TB fetched only up to the cut
+            self._buf[self._fidx] = (k[0] << 24) | ((cut - k[0]) << 8) | 32
         if cut == k[0]:  # the TB had not started: the previous one ran last
             self.prev, self.pprev = pp, None
             return
@@ -317,7 +438,13 @@ class Tracer:
         total_reads = sum(dec[k][3] * n for k, n in counts.items())
         read_bytes = {name: acc[0] for name, acc in self.region_reads.items()}
         stall = 0
-        if self.device is not None:
+        cache: dict = {}
+        write_bytes: dict = {}
+        if self.cached:
+            stall, cache = self._cached_stalls(instructions, code_bytes)
+            read_bytes = {name: acc[0] for name, acc in self.region_rw.items()}
+            write_bytes = {name: acc[1] for name, acc in self.region_rw.items()}
+        elif self.device is not None:
             from mcusim.costs import data_stall_cycles, fetch_stall_cycles
 
             for name, acc in self.region_reads.items():
@@ -335,4 +462,29 @@ class Tracer:
             read_bytes=read_bytes,
             core=self.core,
             unmodeled=unmodeled,
+            cache=cache,
+            write_bytes=write_bytes,
         )
+
+    def _cached_stalls(self, instructions: int, code_bytes: int) -> tuple[int, dict]:
+        """Stall cycles from the cache simulation of the recorded accesses, priced by
+        ``mcusim.costs.layer_cost`` (the simulator's formulas; memories no cache level
+        covers keep the first-order model there)."""
+        from mcusim.costs import StreamUse, layer_cost
+
+        self._flush()
+        if self.record:
+            rec = self._recorded
+            self.accesses = tuple(
+                np.concatenate([r[k] for r in rec]) if rec else np.zeros(0, np.int64)
+                for k in range(3)
+            )
+        stats = self.sim.result().layer(0)
+        # per region, a stream tag of the right memory role: flash data -> "constants"
+        # (weights), ram -> "arena" (input)
+        streams = {}
+        for name, (rb, wb, nr, nw) in self.region_rw.items():
+            tag = "weights" if name == "flash" else "input"
+            streams[tag] = StreamUse(rb, wb, nr, nw)
+        cost = layer_cost(self.device, 0, instructions, code_bytes, streams, {}, cache=stats)
+        return int(cost.stall_cycles), {k: dict(v) for k, v in stats.levels.items()}
