@@ -25,8 +25,7 @@ from functools import lru_cache
 from importlib import resources
 
 from .asm import PC, Instr
-from .schedule import Block
-from .timing import CoreTiming
+from .timing import SteppedTiming
 
 # previous-instruction kinds carried in the pipeline state
 NONE, LOAD, DP = 0, 1, 2
@@ -67,7 +66,7 @@ def load_params() -> M4Params:
     )
 
 
-class CortexM4Timing(CoreTiming):
+class CortexM4Timing(SteppedTiming):
     """TRM rules of the Cortex-M4 (0-wait memory). State = (kind, written-regs mask, 16-bit)."""
 
     name = "cortex-m4"
@@ -79,31 +78,6 @@ class CortexM4Timing(CoreTiming):
 
     def initial_state(self):
         return (NONE, 0, False)
-
-    def block_cycles(self, block: Block, state, last_taken):
-        key = (block, state, last_taken)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
-        total = 0
-        instrs = block.instrs
-        n = len(instrs)
-        for k, ins in enumerate(instrs):
-            taken = last_taken if (k == n - 1 and last_taken is not None) else None
-            c, state = self.step(ins, state, taken)
-            total += c
-        res = (total, state)
-        self._cache[key] = res
-        return res
-
-    def sequence_cycles(self, instrs: tuple[Instr, ...], state=None) -> int:
-        """Cycles of a straight-line instruction sequence (tests, diagnostics)."""
-        st = self.initial_state() if state is None else state
-        total = 0
-        for ins in instrs:
-            c, st = self.step(ins, st, None)
-            total += c
-        return total
 
     def step(self, ins: Instr, state, taken: bool | None):
         """Cycles of one instruction given the previous pipeline state -> (cycles, state)."""

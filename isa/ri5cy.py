@@ -32,8 +32,7 @@ from functools import lru_cache
 from importlib import resources
 
 from .asm import Instr
-from .schedule import Block
-from .timing import CoreTiming
+from .timing import SteppedTiming
 
 
 def _mask(regs) -> int:
@@ -81,7 +80,7 @@ def div_cycles(divisor: int, signed: bool = True) -> int:
     return min(max(p.div_min_cycles + clz, p.div_min_cycles), p.div_max_cycles)
 
 
-class RI5CYTiming(CoreTiming):
+class RI5CYTiming(SteppedTiming):
     """CV32E40P pipeline rules (0-wait memory). State = (loaded-regs mask, written mask)."""
 
     name = "ri5cy"
@@ -94,31 +93,6 @@ class RI5CYTiming(CoreTiming):
 
     def initial_state(self):
         return (0, 0)
-
-    def block_cycles(self, block: Block, state, last_taken):
-        key = (block, state, last_taken)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
-        total = 0
-        instrs = block.instrs
-        n = len(instrs)
-        for k, ins in enumerate(instrs):
-            taken = last_taken if (k == n - 1 and last_taken is not None) else None
-            c, state = self.step(ins, state, taken)
-            total += c
-        res = (total, state)
-        self._cache[key] = res
-        return res
-
-    def sequence_cycles(self, instrs: tuple[Instr, ...], state=None) -> int:
-        """Cycles of a straight-line instruction sequence (tests, diagnostics)."""
-        st = self.initial_state() if state is None else state
-        total = 0
-        for ins in instrs:
-            c, st = self.step(ins, st, None)
-            total += c
-        return total
 
     def _csr_cycles(self, ins: Instr) -> int:
         p = self.p

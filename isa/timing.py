@@ -130,6 +130,42 @@ class CoreTiming:
         return total, state
 
 
+class SteppedTiming(CoreTiming):
+    """A core whose block time is the sum of per-instruction ``step`` costs, the pipeline
+    state threaded through (Cortex-M4/M33, RI5CY). Results are cached per (block, entry
+    state, last_taken): schedules reuse blocks, so each is timed once per state."""
+
+    _cache: dict
+
+    def step(self, ins, state, taken: bool | None) -> tuple[int, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def block_cycles(self, block: Block, state, last_taken):
+        key = (block, state, last_taken)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        total = 0
+        instrs = block.instrs
+        n = len(instrs)
+        for k, ins in enumerate(instrs):
+            taken = last_taken if (k == n - 1 and last_taken is not None) else None
+            c, state = self.step(ins, state, taken)
+            total += c
+        res = (total, state)
+        self._cache[key] = res
+        return res
+
+    def sequence_cycles(self, instrs, state=None) -> int:
+        """Cycles of a straight-line instruction sequence (tests, diagnostics)."""
+        st = self.initial_state() if state is None else state
+        total = 0
+        for ins in instrs:
+            c, st = self.step(ins, st, None)
+            total += c
+        return total
+
+
 _FACTORIES: dict[str, str] = {
     # name -> "module:Class"; imported lazily so adding a core costs nothing at import
     "cortex-m4": "mcusim.isa.cortex_m4:CortexM4Timing",
