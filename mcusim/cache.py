@@ -17,7 +17,10 @@ Levels (set up by :func:`simulate` from a Device):
 How: the interpreter (:func:`_run`) walks the compiled loop nest of isa/addresses.py and
 queues one request per (cache, line) that a block's instruction fetch or each data access
 touches; :func:`_process` runs the queue through the caches in program order, in batches
-(the hot loop makes no function calls: numba calls with array arguments are costly).
+(the hot loop makes no function calls: numba calls with array arguments are costly). When
+nothing but L1 D misses reaches the levels behind the L1 D (:func:`_dnow_ok`), the L1 D's
+requests skip the queue: the walk looks them up at once, with the same steps (the arena in
+a cached SRAM makes them the bulk of the work).
 
 Exactness: an access to the line the same cache saw last is a hit that changes no
 replacement state (LRU: it is already most recent; round-robin/random: hits never move the
@@ -169,12 +172,16 @@ def _process(q, n, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst):
         st[c, S_CLOCK] += 1
         clock = st[c, S_CLOCK]
         found = -1
-        for k in range(ways):
-            if tags[b + k] == line:
-                found = b + k
-                break
+        if ways == 4:  # the common L1 D case, unrolled into branch-free selects
+            found = b if tags[b] == line else found
+            found = b + 1 if tags[b + 1] == line else found
+            found = b + 2 if tags[b + 2] == line else found
+            found = b + 3 if tags[b + 3] == line else found
+        else:
+            for k in range(ways):  # no early exit: a line sits in at most one way
+                if tags[b + k] == line:
+                    found = b + k
         sh = cfg[c, C_SHIFT]
-        mem = ((line << sh) >> MEM_SHIFT) - 1
         if found >= 0:
             stamp[found] = clock
             cst[layer, c, HITS] += w
@@ -182,10 +189,11 @@ def _process(q, n, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst):
                 if wb:
                     dirty[found] = 1
                 else:
-                    mst[layer, mem, M_WT] += nb
+                    mst[layer, ((line << sh) >> MEM_SHIFT) - 1, M_WT] += nb
             st[c, S_LAST] = line
             st[c, S_LASTWAY] = found
             continue
+        mem = ((line << sh) >> MEM_SHIFT) - 1
         cst[layer, c, MISSES] += 1
         cst[layer, c, HITS] += w - 1
         if line == st[c, S_LAST] + 1:
@@ -347,11 +355,29 @@ def _same_state(cfg, tags, dirty, rank, rr, st, s_tags, s_dirty, s_rank, s_rr, s
     return True
 
 
+NO_ROUTE = -9  # a tag's route must be found from each address (see _tag_routes)
+
+
+@njit(cache=True)
+def _tag_routes(lbase, lsize, rd, nmem, tcl):
+    """The first level of each tag's accesses when its buffer (``lsize`` > 0: accesses
+    wrap inside it) lies in one memory -- every access then goes to that memory -- else
+    NO_ROUTE (the stack, whose accesses are not wrapped)."""
+    for t in range(lbase.shape[0]):
+        m0 = (lbase[t] >> MEM_SHIFT) - 1
+        m1 = ((lbase[t] + lsize[t] - 1) >> MEM_SHIFT) - 1
+        for wr in range(2):
+            if lsize[t] > 0 and m0 == m1 and 0 <= m0 < nmem:
+                tcl[2 * t + wr] = rd[2 * m0 + wr]
+            else:
+                tcl[2 * t + wr] = NO_ROUTE
+
+
 @njit(cache=True)
 def _run(
     prog, events, blk_ev, blk_code, rules, base, size, fshift, margin,
     route_d, route_i, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst,
-    lrow, lmove, lwork, min_work, skipped, igroup, cmem,
+    lrow, lmove, lwork, min_work, skipped, igroup, cmem, dnow,
 ):  # fmt: skip
     """Walk the compiled loop nest; queue one request per (cache, line) a block's fetch or
     a data access touches, and process the queue in batches.
@@ -373,7 +399,12 @@ def _run(
     accelerator behind an L1 I-cache; no data request ever reaches them) are in the same
     state after two consecutive iterations, the remaining iterations queue no fetch: each
     adds the last iteration's instruction-side counters (and its line fills: one per miss)
-    while its data accesses are still simulated."""
+    while its data accesses are still simulated.
+
+    With ``dnow`` (:func:`_dnow_ok`) the L1 D's requests are not queued: each data access
+    is looked up at once, with _process's steps (its misses to a memory with an
+    accelerator queue the accelerator's request); nothing else reads the L1 D's state
+    between two syncs, so its hits, last line and clock live in locals until then."""
     ptr = np.zeros(N_TAGS, dtype=np.int64)
     maxd = 64
     f_pc = np.zeros(maxd, dtype=np.int64)
@@ -388,6 +419,34 @@ def _run(
     # that may go around a no-write-allocate cache (the line would not be there).
     lastq = np.full(cfg.shape[0], -1, dtype=np.int64)
     ncache = cfg.shape[0]
+    # the line of each cache's last queued request (-1: none, or another layer's) and the
+    # per-cache config the hot path reads, hoisted out of the 2-D cfg array
+    lline = np.full(ncache, -1, dtype=np.int64)
+    csh = cfg[:, C_SHIFT].copy()
+    # the L1 D-cache's config, for its requests looked up at once (``dnow``, see _dnow_ok)
+    dsets = cfg[L1D, C_SETS]
+    dways = cfg[L1D, C_WAYS]
+    doff = cfg[L1D, C_OFF]
+    dsoff = cfg[L1D, C_SOFF]
+    dpol = cfg[L1D, C_POLICY]
+    dwb = cfg[L1D, C_WB] != 0
+    dwa = cfg[L1D, C_WA] != 0
+    dsh = cfg[L1D, C_SHIFT]
+    # with ``dnow`` only that path changes the L1 D's last line / way, clock and hits: kept
+    # in locals, written back to st / cst (the ``# sync`` blocks) at every loop end, layer
+    # change and the end, before anything else reads them
+    dlast = st[L1D, S_LAST]
+    dlastway = st[L1D, S_LASTWAY]
+    dclock = st[L1D, S_CLOCK]
+    dh = 0
+    rd = route_d.ravel().copy()  # route_d[mem, write] at 2 * mem + write
+    lbase = base[0].copy()  # the current layer's rows of base and size
+    lsize = size[0].copy()
+    # per tag and write flag (2 * tag + write) the first level of its accesses when its
+    # buffer lies in one memory (accesses wrap inside it), else NO_ROUTE: from each address
+    tcl = np.empty(2 * N_TAGS, dtype=np.int64)
+    _tag_routes(base[0], size[0], rd, nmem, tcl)
+    cwa = cfg[:, C_WA].copy()
     # the snapshot of one loop (the innermost eligible one running): cache state after its
     # previous iteration and the counters then
     s_tags = np.empty_like(tags)
@@ -445,9 +504,8 @@ def _run(
                         if hi > end:
                             hi = end
                         w = ((hi - 1) >> fshift) - (lo >> fshift) + 1
-                        j = lastq[c]
-                        if j >= 0 and q[j, Q_LINE] == line and q[j, Q_LAYER] == layer:
-                            q[j, Q_W] += w
+                        if lline[c] == line:
+                            q[lastq[c], Q_W] += w
                             continue
                         q[nq, Q_CACHE] = c
                         q[nq, Q_LINE] = line
@@ -456,6 +514,7 @@ def _run(
                         q[nq, Q_NB] = 0
                         q[nq, Q_LAYER] = layer
                         lastq[c] = nq
+                        lline[c] = line
                         nq += 1
             e0 = blk_ev[v, 0]
             for e in range(e0, e0 + blk_ev[v, 1]):
@@ -463,31 +522,175 @@ def _run(
                 nb = events[e, 2]
                 if nb > 0:
                     addr = ptr[t] + events[e, 1]
-                    sz = size[layer, t]
+                    sz = lsize[t]
                     if sz > 0:
-                        rel = addr - base[layer, t]
+                        rel = addr - lbase[t]
                         if rel < 0 or rel >= sz:
-                            addr = base[layer, t] + rel % sz  # stay inside the buffer
+                            addr = lbase[t] + rel % sz  # stay inside the buffer
                     write = events[e, 4]
-                    mem = (addr >> MEM_SHIFT) - 1
-                    # a stream with no base (outside every memory) is not simulated
-                    c = route_d[mem, write] if 0 <= mem < nmem else -1
-                    if c >= 0:
-                        sh = cfg[c, C_SHIFT]
+                    c = tcl[2 * t + write]
+                    if c == NO_ROUTE:
+                        mem = (addr >> MEM_SHIFT) - 1
+                        # a stream with no base (outside every memory) is not simulated
+                        c = rd[2 * mem + write] if 0 <= mem < nmem else -1
+                    if c == L1D and dnow:
+                        # the L1 D lookup of _process, inline (same steps and counters)
+                        l0 = addr >> dsh
+                        l1 = (addr + nb - 1) >> dsh
+                        if l0 == l1:
+                            # the common case, one line that hits: the loop's steps below
+                            # for it (the line seen last is always in way dlastway, so the
+                            # search finds it there; only another line moves clock/stamp)
+                            b = doff + (l0 & (dsets - 1)) * dways
+                            found = -1
+                            if dways == 4:
+                                found = b if tags[b] == l0 else found
+                                found = b + 1 if tags[b + 1] == l0 else found
+                                found = b + 2 if tags[b + 2] == l0 else found
+                                found = b + 3 if tags[b + 3] == l0 else found
+                            else:
+                                for k in range(dways):
+                                    if tags[b + k] == l0:
+                                        found = b + k
+                            if found >= 0:
+                                ww = events[e, 3]
+                                dh += ww if ww > 0 else 1
+                                if l0 != dlast:
+                                    dclock += 1
+                                    stamp[found] = dclock
+                                    dlast = l0
+                                    dlastway = found
+                                if write:
+                                    if dwb:
+                                        dirty[found] = 1
+                                    else:
+                                        mst[layer, ((l0 << dsh) >> MEM_SHIFT) - 1, M_WT] += nb
+                                ptr[t] += events[e, 5]
+                                continue
+                        w = events[e, 3] - (l1 - l0)
+                        for line in range(l0, l1 + 1):
+                            ww = w if w > 0 else 1
+                            wnb = nb if (write and line == l0) else 0
+                            w = 1
+                            if line == dlast:
+                                dh += ww
+                                if write:
+                                    if dwb:
+                                        dirty[dlastway] = 1
+                                    else:
+                                        mst[layer, ((line << dsh) >> MEM_SHIFT) - 1, M_WT] += wnb
+                                continue
+                            s = line & (dsets - 1)
+                            b = doff + s * dways
+                            dclock += 1
+                            found = -1
+                            if dways == 4:  # unrolled into branch-free selects
+                                found = b if tags[b] == line else found
+                                found = b + 1 if tags[b + 1] == line else found
+                                found = b + 2 if tags[b + 2] == line else found
+                                found = b + 3 if tags[b + 3] == line else found
+                            else:
+                                for k in range(dways):  # a line sits in at most one way
+                                    if tags[b + k] == line:
+                                        found = b + k
+                            if found >= 0:
+                                stamp[found] = dclock
+                                dh += ww
+                                if write:
+                                    if dwb:
+                                        dirty[found] = 1
+                                    else:
+                                        mst[layer, ((line << dsh) >> MEM_SHIFT) - 1, M_WT] += wnb
+                                dlast = line
+                                dlastway = found
+                                continue
+                            dm = ((line << dsh) >> MEM_SHIFT) - 1
+                            cst[layer, L1D, MISSES] += 1
+                            dh += ww - 1
+                            if line == dlast + 1:
+                                cst[layer, L1D, SEQ_MISSES] += 1
+                            if write and not dwa:
+                                mst[layer, dm, M_WT] += wnb  # write around: state unchanged
+                                continue
+                            victim = -1
+                            for k in range(dways):
+                                if tags[b + k] == -1:
+                                    victim = b + k
+                                    break
+                            if victim < 0:
+                                if dpol == 0:
+                                    best = stamp[b]
+                                    victim = b
+                                    for k in range(1, dways):
+                                        if stamp[b + k] < best:
+                                            best = stamp[b + k]
+                                            victim = b + k
+                                elif dpol == 1:
+                                    x = st[L1D, S_RNG]
+                                    x ^= (x << 13) & 0x7FFFFFFFFFFFFFFF
+                                    x ^= x >> 7
+                                    x ^= (x << 17) & 0x7FFFFFFFFFFFFFFF
+                                    x &= 0x7FFFFFFFFFFFFFFF
+                                    st[L1D, S_RNG] = x
+                                    victim = b + x % dways
+                                else:
+                                    r = dsoff + s
+                                    victim = b + rr[r]
+                                    rr[r] = (rr[r] + 1) % dways
+                            old = tags[victim]
+                            if old != -1 and dirty[victim]:
+                                cst[layer, L1D, WRITEBACKS] += 1
+                                mst[layer, ((old << dsh) >> MEM_SHIFT) - 1, M_WB] += 1
+                            tags[victim] = line
+                            stamp[victim] = dclock
+                            dirty[victim] = 1 if (write and dwb) else 0
+                            dlast = line
+                            dlastway = victim
+                            if write and not dwb:
+                                mst[layer, dm, M_WT] += wnb
+                            mst[layer, dm, M_L1_FILL] += 1
+                            a = nxt_d[dm]
+                            if a >= 0:  # the miss goes on to the accelerator: queued
+                                q[nq, Q_CACHE] = a
+                                q[nq, Q_LINE] = (line << dsh) >> csh[a]
+                                q[nq, Q_W] = 1
+                                q[nq, Q_WRITE] = 0
+                                q[nq, Q_NB] = 0
+                                q[nq, Q_LAYER] = layer
+                                nq += 1
+                    elif c >= 0:
+                        sh = csh[c]
                         l0 = addr >> sh
                         l1 = (addr + nb - 1) >> sh
+                        wa = cwa[c] != 0
+                        if l0 == l1:  # the common case: one line (the loop below, unrolled)
+                            ww = events[e, 3]
+                            if ww < 1:
+                                ww = 1
+                            j = lastq[c]
+                            if lline[c] == l0 and (wa or (write == 0 and q[j, Q_WRITE] == 0)):
+                                q[j, Q_W] += ww
+                                if write:
+                                    q[j, Q_NB] += nb
+                                    q[j, Q_WRITE] = 1
+                            else:
+                                q[nq, Q_CACHE] = c
+                                q[nq, Q_LINE] = l0
+                                q[nq, Q_W] = ww
+                                q[nq, Q_WRITE] = write
+                                q[nq, Q_NB] = nb if write else 0
+                                q[nq, Q_LAYER] = layer
+                                lastq[c] = nq
+                                lline[c] = l0
+                                nq += 1
+                            ptr[t] += events[e, 5]
+                            continue
                         w = events[e, 3] - (l1 - l0)
-                        wa = cfg[c, C_WA] != 0
                         for line in range(l0, l1 + 1):
                             ww = w if w > 0 else 1
                             wnb = nb if (write and line == l0) else 0
                             j = lastq[c]
-                            if (
-                                j >= 0
-                                and q[j, Q_LINE] == line
-                                and q[j, Q_LAYER] == layer
-                                and (wa or (write == 0 and q[j, Q_WRITE] == 0))
-                            ):
+                            if lline[c] == line and (wa or (write == 0 and q[j, Q_WRITE] == 0)):
                                 q[j, Q_W] += ww
                                 q[j, Q_NB] += wnb
                                 if write:
@@ -500,6 +703,7 @@ def _run(
                                 q[nq, Q_NB] = wnb
                                 q[nq, Q_LAYER] = layer
                                 lastq[c] = nq
+                                lline[c] = line
                                 nq += 1
                             w = 1
                 ptr[t] += events[e, 5]
@@ -507,6 +711,7 @@ def _run(
                 _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
                 nq = 0
                 lastq[:] = -1
+                lline[:] = -1
             pc += 2
         elif op == OP_LOOP:
             if depth >= maxd:
@@ -538,6 +743,12 @@ def _run(
             depth += 1
             pc += 5
         elif op == OP_END:
+            if dnow:  # sync
+                cst[layer, L1D, HITS] += dh
+                dh = 0
+                st[L1D, S_LAST] = dlast
+                st[L1D, S_LASTWAY] = dlastway
+                st[L1D, S_CLOCK] = dclock
             d = depth - 1
             lpc = f_pc[d]
             count = prog[lpc + 1]
@@ -554,6 +765,7 @@ def _run(
                 _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
                 nq = 0
                 lastq[:] = -1
+                lline[:] = -1
                 _lru_ranks(cfg, tags, stamp, rank)
                 same = slot == d
                 if same:
@@ -603,6 +815,7 @@ def _run(
                     _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
                     nq = 0
                     lastq[:] = -1
+                    lline[:] = -1
                     _lru_ranks(cfg, tags, stamp, rank)
                     same = islot == d
                     if same:
@@ -649,10 +862,26 @@ def _run(
                 depth -= 1
                 pc += 2
         else:  # OP_LAYER
+            if dnow:  # sync
+                cst[layer, L1D, HITS] += dh
+                dh = 0
+                st[L1D, S_LAST] = dlast
+                st[L1D, S_LASTWAY] = dlastway
+                st[L1D, S_CLOCK] = dclock
             layer = prog[pc + 1]
+            lline[:] = -1  # requests of another layer are never merged
+            lbase[:] = base[layer]
+            lsize[:] = size[layer]
+            _tag_routes(base[layer], size[layer], rd, nmem, tcl)
             for t in range(N_TAGS):
                 ptr[t] = base[layer, t]
             pc += 2
+    if dnow:  # sync
+        cst[layer, L1D, HITS] += dh
+        dh = 0
+        st[L1D, S_LAST] = dlast
+        st[L1D, S_LASTWAY] = dlastway
+        st[L1D, S_CLOCK] = dclock
     _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
 
 
@@ -872,6 +1101,32 @@ def _instruction_group(cs: CompiledStream, lv: Levels) -> tuple[np.ndarray, int]
     return mask, cmem
 
 
+def _dnow_ok(lv: Levels) -> bool:
+    """Whether :func:`_run` may look the L1 D-cache's requests up at once instead of
+    queueing them (saves the queue's writes and reads on the hottest path).
+
+    Exact when the accelerators behind the L1 D (for the misses to their memories) are
+    reached by nothing else: no uncached read or fetch goes to one directly and no L1 I
+    miss goes on to one. Then every cache still sees the same requests in the same order:
+    the L1 D its own, in program order; the other levels their queued requests, in
+    program order (they never interact with the L1 D's state); an accelerator behind the
+    L1 D only its L1 D misses, in miss order (queued as they happen rather than appended
+    after their batch: nothing else reaches it, so its sequence is the same). A request the
+    queue would merge into the D-cache's previous one (same line) is, looked up alone, a
+    hit on the line the cache saw last: the same counters, no change of replacement state
+    (see _process)."""
+    if lv.configs[L1D] is None:
+        return False
+    behind_d = set()
+    others = {int(c) for c in lv.route_d.ravel().tolist() + lv.route_i.tolist() if c > L1I}
+    for m in range(lv.route_i.shape[0]):
+        if (lv.route_d[m] == L1D).any() and lv.accd[m] >= 0:
+            behind_d.add(int(lv.accd[m]))
+        if lv.route_i[m] == L1I and lv.acci[m] >= 0:
+            others.add(int(lv.acci[m]))
+    return not (behind_d & others)
+
+
 def simulate(
     cs: CompiledStream,
     memories: list,
@@ -907,7 +1162,7 @@ def simulate(
         cs.prog, cs.events, cs.blk_ev, cs.blk_code, cs.rules, cs.base, cs.size, fshift, margin,
         lv.route_d, lv.route_i, lv.accd, lv.acci, state.cfg, state.tags, state.stamp,
         state.dirty, state.rr, state.st, cst, mst, lrow, lmove, lwork, min_work, skipped,
-        igroup, cmem,
+        igroup, cmem, _dnow_ok(lv),
     )  # fmt: skip
     res = _result(lv, memories, cst, mst)
     res.skipped_iterations = int(skipped[0])

@@ -246,3 +246,65 @@ def test_shortcuts_with_a_flash_accelerator_equal_the_reference(l1):
     if l1:
         assert got["dcache"] == (rd.hits, rd.misses) and got["icache"] == (ri.hits, ri.misses)
     assert res.skipped_iterations + res.fetch_skipped_iterations > 0
+
+
+@pytest.mark.parametrize("policy", ["lru", "random", "round_robin"])
+@pytest.mark.parametrize(
+    "write_back, write_allocate", [(True, True), (False, True), (False, False)]
+)
+@pytest.mark.parametrize("unified", [False, True])
+def test_immediate_l1d_lookups_equal_the_queued_path(
+    monkeypatch, policy, write_back, write_allocate, unified
+):
+    """The L1 D requests looked up at once in the stream walk (mcusim.cache._dnow_ok) give
+    the same counters, bit for bit, as queueing them for _process: a conv layer with the
+    arena and constants both in cached memories, the flash's accelerator behind the L1 D
+    (its misses queued in miss order) or unified with the instruction side (then the
+    immediate path is refused: an L1 I miss reaches the same lines)."""
+    from test_schedules_m4 import conv_graph
+
+    import mcusim.cache as cache
+    from mcusim.cache import CacheConfig, levels, simulate
+    from mcusim.devices.model import FlashAccelerator, Memory
+    from mcusim.isa.addresses import compile_program, global_address
+    from mcusim.kernels.schedules import schedule_for
+
+    acc = FlashAccelerator(line_bytes=32, icache_lines=4, dcache_lines=4, unified=unified)
+    flash = Memory("flash", "flash", 1 << 20, 64, 5, 1.0, 1.0, (), acc, True, 0)
+    ram = Memory("ram", "sram", 1 << 20, 32, 0, 1.0, 1.0, (), None, True, 0)
+    g, op = conv_graph(10, 10, 8, 8, 3)
+    cs = compile_program(
+        schedule_for("armv7em-dsp", g, op),
+        {
+            **{t: global_address(1, 0x4000 * (k + 1)) for k, t in
+               enumerate(("input", "output", "scratch", "stack"))},
+            **{t: global_address(0, 0x8000 * (k + 1)) for k, t in
+               enumerate(("weights", "bias", "const"))},
+        },
+    )  # fmt: skip
+    d = CacheConfig(512, 4, 32, policy, write_back, write_allocate)
+    i = CacheConfig(512, 2, 32, "lru")
+    assert cache._dnow_ok(levels([flash, ram], d, i)) == (not unified)
+    got = simulate(cs, [flash, ram], dcache=d, icache=i, fetch_bytes=4)
+    monkeypatch.setattr(cache, "_dnow_ok", lambda lv: False)
+    want = simulate(cs, [flash, ram], dcache=d, icache=i, fetch_bytes=4)
+    assert got.caches.keys() == want.caches.keys()
+    for k in want.caches:
+        assert np.array_equal(got.caches[k], want.caches[k]), k
+    for k in want.memories:
+        assert np.array_equal(got.memories[k], want.memories[k]), k
+    assert got.caches["dcache"][0, 1] > 0 and got.caches["dcache"][0, 2 if write_back else 0] > 0
+    if not write_back:
+        assert got.memories["ram"][0, 3] > 0  # bytes written through
+    acc_level = "flash_accel_u" if unified else "flash_accel_d"
+    assert got.caches[acc_level][0, 1] > 0  # L1 D misses went on to the accelerator
+
+
+def test_immediate_l1d_lookups_on_devices():
+    """Devices whose flash accelerator sits off the L1 path (STM32F746: the ART on the ITCM
+    path only) take the immediate L1 D path."""
+    from mcusim.cache import _device_caches, _dnow_ok, levels
+
+    dev = load_device("stm32f746")
+    c = _device_caches(dev)
+    assert _dnow_ok(levels(list(dev.memories), c["dcache"], c["icache"]))
