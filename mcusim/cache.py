@@ -141,6 +141,34 @@ Q_CACHE, Q_LINE, Q_W, Q_WRITE, Q_NB, Q_LAYER = range(6)
 QCAP = 1 << 13  # requests per batch (chained requests of a batch are appended after it)
 
 
+@njit(cache=True, inline="always")
+def _victim(tags, stamp, rr, st, c, b, ways, pol, rr_index):
+    """The way a miss fills in the set starting at ``b``: an invalid way first, else by
+    policy: 0 LRU (oldest stamp), 1 random (xorshift state of cache ``c``), 2 round-robin."""
+    for k in range(ways):
+        if tags[b + k] == -1:
+            return b + k
+    if pol == 0:
+        best = stamp[b]
+        victim = b
+        for k in range(1, ways):
+            if stamp[b + k] < best:
+                best = stamp[b + k]
+                victim = b + k
+        return victim
+    if pol == 1:
+        x = st[c, S_RNG]
+        x ^= (x << 13) & 0x7FFFFFFFFFFFFFFF
+        x ^= x >> 7
+        x ^= (x << 17) & 0x7FFFFFFFFFFFFFFF
+        x &= 0x7FFFFFFFFFFFFFFF
+        st[c, S_RNG] = x
+        return b + x % ways
+    victim = b + rr[rr_index]
+    rr[rr_index] = (rr[rr_index] + 1) % ways
+    return victim
+
+
 @njit(cache=True)
 def _process(q, n, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst):
     """Run ``n`` queued line requests through their caches, in order. An L1 miss appends a
@@ -201,32 +229,7 @@ def _process(q, n, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst):
         if write and cfg[c, C_WA] == 0:
             mst[layer, mem, M_WT] += nb  # write around: nothing allocated, state unchanged
             continue
-        victim = -1
-        for k in range(ways):
-            if tags[b + k] == -1:
-                victim = b + k
-                break
-        if victim < 0:
-            pol = cfg[c, C_POLICY]
-            if pol == 0:
-                best = stamp[b]
-                victim = b
-                for k in range(1, ways):
-                    if stamp[b + k] < best:
-                        best = stamp[b + k]
-                        victim = b + k
-            elif pol == 1:
-                x = st[c, S_RNG]
-                x ^= (x << 13) & 0x7FFFFFFFFFFFFFFF
-                x ^= x >> 7
-                x ^= (x << 17) & 0x7FFFFFFFFFFFFFFF
-                x &= 0x7FFFFFFFFFFFFFFF
-                st[c, S_RNG] = x
-                victim = b + x % ways
-            else:
-                r = cfg[c, C_SOFF] + s
-                victim = b + rr[r]
-                rr[r] = (rr[r] + 1) % ways
+        victim = _victim(tags, stamp, rr, st, c, b, ways, cfg[c, C_POLICY], cfg[c, C_SOFF] + s)
         old = tags[victim]
         if old != -1 and dirty[victim]:
             cst[layer, c, WRITEBACKS] += 1
@@ -612,31 +615,7 @@ def _run(
                             if write and not dwa:
                                 mst[layer, dm, M_WT] += wnb  # write around: state unchanged
                                 continue
-                            victim = -1
-                            for k in range(dways):
-                                if tags[b + k] == -1:
-                                    victim = b + k
-                                    break
-                            if victim < 0:
-                                if dpol == 0:
-                                    best = stamp[b]
-                                    victim = b
-                                    for k in range(1, dways):
-                                        if stamp[b + k] < best:
-                                            best = stamp[b + k]
-                                            victim = b + k
-                                elif dpol == 1:
-                                    x = st[L1D, S_RNG]
-                                    x ^= (x << 13) & 0x7FFFFFFFFFFFFFFF
-                                    x ^= x >> 7
-                                    x ^= (x << 17) & 0x7FFFFFFFFFFFFFFF
-                                    x &= 0x7FFFFFFFFFFFFFFF
-                                    st[L1D, S_RNG] = x
-                                    victim = b + x % dways
-                                else:
-                                    r = dsoff + s
-                                    victim = b + rr[r]
-                                    rr[r] = (rr[r] + 1) % dways
+                            victim = _victim(tags, stamp, rr, st, L1D, b, dways, dpol, dsoff + s)
                             old = tags[victim]
                             if old != -1 and dirty[victim]:
                                 cst[layer, L1D, WRITEBACKS] += 1

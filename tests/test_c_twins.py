@@ -298,13 +298,11 @@ def test_bad_arguments_return_error():
 
 
 def _firmware_or_skip(cc: str):
-    try:
-        import capstone  # noqa: F401
-        import unicorn  # noqa: F401
+    # unicorn/capstone are the optional `firmware` extra; mcusim.firmware itself must import
+    pytest.importorskip("capstone", reason="the `firmware` extra (capstone) is not installed")
+    pytest.importorskip("unicorn", reason="the `firmware` extra (unicorn) is not installed")
+    from mcusim.firmware import gcc_available, harness_for, zig_available
 
-        from mcusim.firmware import gcc_available, harness_for, zig_available
-    except ImportError as e:
-        pytest.skip(f"firmware harness unavailable: {e}")
     if cc == "gcc" and not gcc_available("cortex-m4"):
         pytest.skip("arm-none-eabi-gcc not installed")
     if cc == "zig" and not zig_available():
@@ -354,11 +352,9 @@ def test_firmware_twins_kws_layers(cc):
 def test_helium_twins_bit_exact_in_qemu(layer):
     """kws_ref_model's im2col conv, 1x1 conv and FC built for Cortex-M55 (VMLADAVA/VADDVA
     with VCTP tail predication) and run as whole firmware in QEMU mps3-an547 == numba."""
-    try:
-        from mcusim.firmware import zig_available
-        from mcusim.firmware.qemu import qemu_available
-    except ImportError as e:
-        pytest.skip(f"firmware package unavailable: {e}")
+    from mcusim.firmware import zig_available
+    from mcusim.firmware.qemu import qemu_available
+
     if not qemu_available():
         pytest.skip("qemu-system-arm not installed (Helium twins run only in QEMU)")
     if not zig_available():
@@ -379,10 +375,8 @@ def test_helium_twins_bit_exact_in_qemu(layer):
 
 def test_helium_build_uses_mve():
     """The Helium build really takes the MVE branch (VMLADAVA / VCTP in the code)."""
-    try:
-        from mcusim.firmware import build, zig_available
-    except ImportError as e:
-        pytest.skip(f"firmware package unavailable: {e}")
+    from mcusim.firmware import build, zig_available
+
     if not zig_available() or shutil.which("arm-none-eabi-objdump") is None:
         pytest.skip("ziglang or arm-none-eabi-objdump missing")
     import subprocess
@@ -729,13 +723,10 @@ def test_binary_firmware_bit_exact():
 
 
 def _riscv_or_skip():
-    try:
-        import capstone  # noqa: F401
-        import unicorn  # noqa: F401
+    pytest.importorskip("capstone", reason="the `firmware` extra (capstone) is not installed")
+    pytest.importorskip("unicorn", reason="the `firmware` extra (unicorn) is not installed")
+    from mcusim.firmware import harness_for, zig_available
 
-        from mcusim.firmware import harness_for, zig_available
-    except ImportError as e:
-        pytest.skip(f"firmware harness unavailable: {e}")
     if not zig_available():
         pytest.skip("ziglang not installed (pip install ziglang): no RV32 compiler")
     from mcusim.firmware.layer import build_twins
