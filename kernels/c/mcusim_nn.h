@@ -450,6 +450,13 @@ uint32_t mn_subbyte_scratch_bytes(const mn_sb_conv_args *a);
 int32_t mn_conv_subbyte(const mn_sb_conv_args *a);
 
 uint32_t mn_conv_scratch_bytes(const mn_conv_args *a);
+/* matmul.c: dst[r * rhs_rows + c] = requant(bias[c] + sum_k (lhs[r, k] + lhs_offset) *
+ * rhs[c, k]), lhs rows lhs_stride bytes apart (the 1x1 convolution's matrix product). */
+void mn_mat_mult_nt_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
+                         int8_t *dst, const int32_t *mult, const int32_t *shift,
+                         int32_t lhs_rows, int32_t rhs_rows, int32_t rhs_cols,
+                         int32_t lhs_offset, int32_t out_offset, int32_t act_min,
+                         int32_t act_max, int32_t lhs_stride);
 int32_t mn_conv_s8(const mn_conv_args *a);
 int32_t mn_depthwise_s8(const mn_dw_args *a);
 int32_t mn_fully_connected_s8(const mn_fc_args *a);
