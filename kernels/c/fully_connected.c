@@ -7,6 +7,130 @@
 #include "mcusim_nn.h"
 
 #if !MN_MVE
+#if MN_DSP
+/* The column loops in the schedule's instruction order (matmul.py VM_X4 / VM_CHUNK_W0 and
+ * their odd-row forms), so both compilers run the same loop. MN_FC_MAC: one weight word
+ * (in w) widened by SXTB16 into odd/even lanes and multiplied with the input's lanes
+ * (xo / x) into ACC. */
+#define MN_FC_MAC(ACC)                                                                     \
+    "sxtb16  %[wo], %[w], ror #8\n\t"                                                      \
+    "sxtb16  %[w], %[w]\n\t"                                                               \
+    "smlad   " ACC ", %[wo], %[xo], " ACC "\n\t"                                           \
+    "smlad   " ACC ", %[w], %[x], " ACC "\n\t"
+/* input word at [pl + K] + the offset pair: odd lanes to xo, even lanes to x */
+#define MN_FC_X(K)                                                                         \
+    "ldr     %[x], [%[pl], #" #K "]\n\t"                                                   \
+    "sxtab16 %[xo], %[off], %[x], ror #8\n\t"
+#define MN_FC_XE "sxtab16 %[x], %[off], %[x]\n\t"
+/* the first word of a 4x step: each pointer copied to c first and loaded through it (GCC's
+ * unrolled loop keeps the post-incremented copy: an address dependency) */
+#define MN_FC_W0_ROW0                                                                      \
+    "mov     %[c], %[pl]\n\t"                                                              \
+    "ldr     %[x], [%[c]]\n\t"                                                             \
+    "sxtab16 %[xo], %[off], %[x], ror #8\n\t"                                              \
+    "mov     %[c], %[p0]\n\t" MN_FC_XE "ldr     %[w], [%[c]]\n\t" MN_FC_MAC("%[a0]")
+#define MN_FC_WK_ROW0(K) MN_FC_X(K) "ldr     %[w], [%[p0], #" #K "]\n\t" MN_FC_XE MN_FC_MAC("%[a0]")
+#define MN_FC_W3_ROW0                                                                      \
+    MN_FC_X(12) "adds    %[pl], %[pl], #16\n\t"                                            \
+                "ldr     %[w], [%[p0], #12]\n\t" MN_FC_XE "adds    %[p0], %[p0], #16\n\t"  \
+                MN_FC_MAC("%[a0]")
+#define MN_FC_TEMPS                                                                        \
+    [x] "=&r"(x), [xo] "=&r"(xo), [w] "=&r"(w), [wo] "=&r"(wo), [c] "=&r"(c)
+
+/* 16 columns per step of two rows (n = a multiple of 4 column words) */
+MN_INLINE void mn_fc_pair_x4(const int8_t **pl, const int8_t **p0, const int8_t **p1,
+                             int32_t *a0, int32_t *a1, int32_t n, int32_t off)
+{
+    int32_t x, xo, w, wo, c;
+    __asm__ volatile("1:\n\t" MN_FC_W0_ROW0 "mov     %[c], %[p1]\n\t"
+                     "ldr     %[w], [%[c]]\n\t" MN_FC_MAC("%[a1]") MN_FC_WK_ROW0(4)
+                     "ldr     %[w], [%[p1], #4]\n\t" MN_FC_MAC("%[a1]") MN_FC_WK_ROW0(8)
+                     "ldr     %[w], [%[p1], #8]\n\t" MN_FC_MAC("%[a1]") MN_FC_W3_ROW0
+                     "ldr     %[w], [%[p1], #12]\n\t"
+                     "adds    %[p1], %[p1], #16\n\t" MN_FC_MAC("%[a1]")
+                     "subs    %[n], %[n], #4\n\t"
+                     "bne     1b\n\t"
+                     : [pl] "+r"(*pl), [p0] "+r"(*p0), [p1] "+r"(*p1), [a0] "+r"(*a0),
+                       [a1] "+r"(*a1), [n] "+r"(n), MN_FC_TEMPS
+                     : [off] "r"(off)
+                     : "cc", "memory");
+}
+
+/* 16 columns per step of one row */
+MN_INLINE void mn_fc_row_x4(const int8_t **pl, const int8_t **p0, int32_t *a0, int32_t n,
+                            int32_t off)
+{
+    int32_t x, xo, w, wo, c;
+    __asm__ volatile("1:\n\t" MN_FC_W0_ROW0 MN_FC_WK_ROW0(4) MN_FC_WK_ROW0(8) MN_FC_W3_ROW0
+                     "subs    %[n], %[n], #4\n\t"
+                     "bne     1b\n\t"
+                     : [pl] "+r"(*pl), [p0] "+r"(*p0), [a0] "+r"(*a0), [n] "+r"(n),
+                       MN_FC_TEMPS
+                     : [off] "r"(off)
+                     : "cc", "memory");
+}
+
+/* 4 columns per step (the n < 4 steps before the 4x loop), two rows / one row */
+MN_INLINE void mn_fc_pair_x1(const int8_t **pl, const int8_t **p0, const int8_t **p1,
+                             int32_t *a0, int32_t *a1, int32_t n, int32_t off)
+{
+    int32_t x, xo, w, wo, c;
+    __asm__ volatile("1:\n\t"
+                     "ldr     %[x], [%[pl]], #4\n\t"
+                     "sxtab16 %[xo], %[off], %[x], ror #8\n\t" MN_FC_XE
+                     "ldr     %[w], [%[p0]], #4\n\t" MN_FC_MAC("%[a0]")
+                     "ldr     %[w], [%[p1]], #4\n\t" MN_FC_MAC("%[a1]")
+                     "subs    %[n], %[n], #1\n\t"
+                     "bne     1b\n\t"
+                     : [pl] "+r"(*pl), [p0] "+r"(*p0), [p1] "+r"(*p1), [a0] "+r"(*a0),
+                       [a1] "+r"(*a1), [n] "+r"(n), MN_FC_TEMPS
+                     : [off] "r"(off)
+                     : "cc", "memory");
+    (void)c;
+}
+MN_INLINE void mn_fc_row_x1(const int8_t **pl, const int8_t **p0, int32_t *a0, int32_t n,
+                            int32_t off)
+{
+    int32_t x, xo, w, wo, c;
+    __asm__ volatile("1:\n\t"
+                     "ldr     %[x], [%[pl]], #4\n\t"
+                     "sxtab16 %[xo], %[off], %[x], ror #8\n\t" MN_FC_XE
+                     "ldr     %[w], [%[p0]], #4\n\t" MN_FC_MAC("%[a0]")
+                     "subs    %[n], %[n], #1\n\t"
+                     "bne     1b\n\t"
+                     : [pl] "+r"(*pl), [p0] "+r"(*p0), [a0] "+r"(*a0), [n] "+r"(n),
+                       MN_FC_TEMPS
+                     : [off] "r"(off)
+                     : "cc", "memory");
+    (void)c;
+}
+#else
+/* portable: 4 columns per step, the same sums */
+MN_INLINE int32_t mn_fc_dot4(int32_t x, int32_t w, int32_t off, int32_t acc)
+{
+    int32_t xo = mn_sxtab16_ror8(off, x), xe = mn_sxtab16(off, x);
+    acc = mn_smlad(mn_sxtb16_ror8(w), xo, acc);
+    return mn_smlad(mn_sxtb16(w), xe, acc);
+}
+MN_INLINE void mn_fc_pair_x1(const int8_t **pl, const int8_t **p0, const int8_t **p1,
+                             int32_t *a0, int32_t *a1, int32_t n, int32_t off)
+{
+    for (; n > 0; n--) {
+        int32_t x = mn_read_s8x4_ia(pl);
+        *a0 = mn_fc_dot4(x, mn_read_s8x4_ia(p0), off, *a0);
+        *a1 = mn_fc_dot4(x, mn_read_s8x4_ia(p1), off, *a1);
+    }
+}
+MN_INLINE void mn_fc_row_x1(const int8_t **pl, const int8_t **p0, int32_t *a0, int32_t n,
+                            int32_t off)
+{
+    for (; n > 0; n--)
+        *a0 = mn_fc_dot4(mn_read_s8x4_ia(pl), mn_read_s8x4_ia(p0), off, *a0);
+}
+#define mn_fc_pair_x4 mn_fc_pair_x1
+#define mn_fc_row_x4 mn_fc_row_x1
+#endif
+
 __attribute__((noinline)) static void
 mn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
                      int8_t *dst, int32_t lhs_offset, int32_t out_offset,
@@ -15,26 +139,26 @@ mn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
 {
     const int32_t off2 = mn_pair16(lhs_offset);
     const int32_t quads = cols >> 2;
+    /* no bias: read zeros (unconditional loads, as the schedule's). A conditional load in an
+     * IT block (clang: ITEE + LDRDNE of the bias) from a region with a Unicorn read hook
+     * (flash under the crosscheck tracer) leaves Unicorn's IT state stale: the first
+     * instruction at the next branch target was skipped. */
+    const int32_t zeros[2] = {0, 0};
+    const int32_t *bp = bias ? bias : zeros;
+    const int32_t bstep = bias ? 2 : 0;
     int32_t r = 0;
     for (int32_t pairs = rows >> 1; pairs > 0; pairs--, r += 2) {
-        int32_t a0 = bias ? bias[r] : 0;
-        int32_t a1 = bias ? bias[r + 1] : 0;
+        int32_t a0 = bp[0];
+        int32_t a1 = bp[1];
+        bp += bstep;
         const int8_t *pl = lhs;
         const int8_t *p0 = rhs;
         const int8_t *p1 = rhs + cols;
         rhs += 2 * cols;
-#pragma GCC unroll 4
-        for (int32_t n = quads; n > 0; n--) {
-            int32_t x = mn_read_s8x4_ia(&pl);
-            int32_t xo = mn_sxtab16_ror8(off2, x);
-            int32_t xe = mn_sxtab16(off2, x);
-            int32_t w = mn_read_s8x4_ia(&p0);
-            a0 = mn_smlad(mn_sxtb16_ror8(w), xo, a0);
-            a0 = mn_smlad(mn_sxtb16(w), xe, a0);
-            w = mn_read_s8x4_ia(&p1);
-            a1 = mn_smlad(mn_sxtb16_ror8(w), xo, a1);
-            a1 = mn_smlad(mn_sxtb16(w), xe, a1);
-        }
+        if (quads & 3)
+            mn_fc_pair_x1(&pl, &p0, &p1, &a0, &a1, quads & 3, off2);
+        if (quads >> 2)
+            mn_fc_pair_x4(&pl, &p0, &p1, &a0, &a1, quads & ~3, off2);
         for (int32_t n = cols & 3; n > 0; n--) {
             int32_t x = *pl++ + lhs_offset;
             a0 += x * *p0++;
@@ -45,18 +169,13 @@ mn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
         dst += 2;
     }
     if (rows & 1) {
-        int32_t a0 = bias ? bias[r] : 0;
+        int32_t a0 = bp[0];
         const int8_t *pl = lhs;
         const int8_t *p0 = rhs;
-#pragma GCC unroll 4
-        for (int32_t n = quads; n > 0; n--) {
-            int32_t x = mn_read_s8x4_ia(&pl);
-            int32_t xo = mn_sxtab16_ror8(off2, x);
-            int32_t xe = mn_sxtab16(off2, x);
-            int32_t w = mn_read_s8x4_ia(&p0);
-            a0 = mn_smlad(mn_sxtb16_ror8(w), xo, a0);
-            a0 = mn_smlad(mn_sxtb16(w), xe, a0);
-        }
+        if (quads & 3)
+            mn_fc_row_x1(&pl, &p0, &a0, quads & 3, off2);
+        if (quads >> 2)
+            mn_fc_row_x4(&pl, &p0, &a0, quads & ~3, off2);
         for (int32_t n = cols & 3; n > 0; n--) {
             int32_t x = *pl++ + lhs_offset;
             a0 += x * *p0++;

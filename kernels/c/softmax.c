@@ -78,6 +78,118 @@ static int32_t mn_one_over_one_plus_x(int32_t a)
 
 MN_INLINE int32_t mn_clz(uint32_t x) { return x ? __builtin_clz(x) : 32; }
 
+#if MN_DSP
+/* The per-element work of both passes as inline assembly in the schedule's instruction
+ * order (cmsis_softmax.py: _mul_sat, _div_pow2, _exp_on_negative, OUT_POST), so both
+ * compilers run the same code. Operands: v the value (r0 in the schedule), t1..t5 and
+ * u6/u7 temporaries (r1..r5, r6/r7), f the frame {mask, mult, scale, bits}.
+ * MN_SM_MUL: D = doubling high multiply of A and B, floor((A*B + 2^30) / 2^31) (equal to
+ * gemmlowp's sign-dependent nudge and truncation, mcusim_nn.h); the sign test and its
+ * conditional RSB are kept (here 2^31 - 2^30 = 2^30: the nudge stays) so the stream is
+ * CMSIS-NN's; the INT32_MIN x INT32_MIN test saturates (never reached here: one factor is
+ * always a constant, a positive multiplier or >= 0). */
+#define MN_SM_MUL(A, B, D)                                                                 \
+    "mov     %[u6], #0x40000000\n\t"                                                       \
+    "eors    %[u7], " A ", " B "\n\t"                                                      \
+    "it      mi\n\t"                                                                       \
+    "rsbmi   %[u6], %[u6], #0x80000000\n\t"                                                \
+    "asrs    %[u7], %[u6], #31\n\t"                                                        \
+    "smlal   %[u6], %[u7], " A ", " B "\n\t"                                               \
+    "lsrs    %[u6], %[u6], #31\n\t"                                                        \
+    "orr     " D ", %[u6], %[u7], lsl #1\n\t"                                              \
+    "cmp     " A ", #0x80000000\n\t"                                                       \
+    "it      eq\n\t"                                                                       \
+    "cmpeq   " B ", #0x80000000\n\t"                                                       \
+    "it      eq\n\t"                                                                       \
+    "mvneq   " D ", #0x80000000\n\t"
+/* X = rounding divide by 2^E (MASK = 2^E - 1 as an AND or, for 12 bits, UBFX) */
+#define MN_SM_DIV(X, E, MASKOP, HALF)                                                      \
+    MASKOP "\n\t"                                                                          \
+           "asrs    " X ", " X ", #" #E "\n\t"                                             \
+           "movw    %[u7], #" #HALF "\n\t"                                                 \
+           "add     %[u7], %[u7], " X ", lsr #31\n\t"                                      \
+           "cmp     %[u6], %[u7]\n\t"                                                      \
+           "it      gt\n\t"                                                                \
+           "addgt   " X ", #1\n\t"
+#define MN_SM_CONST(R, C)                                                                  \
+    "movw    " R ", #(" #C " & 0xFFFF)\n\tmovt    " R ", #(" #C " >> 16)\n\t"
+/* one barrel-shifter step: t5 = rem bit set ? t5 * exp(-2^k) : t5 */
+#define MN_SM_BARREL(C, BIT)                                                               \
+    MN_SM_CONST("%[t1]", C)                                                           \
+    MN_SM_MUL("%[t5]", "%[t1]", "%[t4]") "tst     %[t2], #" #BIT "\n\t"                    \
+                                         "it      ne\n\t"                                  \
+                                         "movne   %[t5], %[t4]\n\t"
+/* diff * mask, times the input multiplier, then exp_on_negative_values (Q5.26 -> Q0.31):
+ * x = (a mod 1/4 - 1/4) << 5 + 1/8, the polynomial, then the barrel shifter */
+#define MN_SM_EXP                                                                          \
+    "ldr     %[t3], [%[f], #0]\n\t"                                                        \
+    "mul     %[v], %[v], %[t3]\n\t"                                                        \
+    "ldr     %[t3], [%[f], #4]\n\t" MN_SM_MUL("%[v]", "%[t3]", "%[v]")                     \
+    "bic     %[t1], %[v], #0xFF000000\n\t"                                                 \
+    "sub     %[t1], %[t1], #0x1000000\n\t"                                                 \
+    "sub     %[t2], %[t1], %[v]\n\t"                                                       \
+    "lsl     %[t3], %[t1], #5\n\t"                                                         \
+    "add     %[t3], %[t3], #0x10000000\n\t" MN_SM_MUL("%[t3]", "%[t3]", "%[t4]")           \
+        MN_SM_MUL("%[t4]", "%[t4]", "%[t5]")                                               \
+            MN_SM_DIV("%[t5]", 2, "and     %[u6], %[t5], #3", 1)                           \
+                MN_SM_MUL("%[t4]", "%[t3]", "%[t1]") "add     %[t5], %[t5], %[t1]\n\t"     \
+                    MN_SM_CONST("%[t1]", 715827883) /* 1/3 */             \
+    MN_SM_MUL("%[t5]", "%[t1]", "%[t5]") "add     %[t5], %[t5], %[t4]\n\t"                 \
+        MN_SM_DIV("%[t5]", 1, "and     %[u6], %[t5], #1", 0)                               \
+    "add     %[t5], %[t5], %[t3]\n\t" MN_SM_CONST("%[t1]", 1895147668) /* exp(-1/8) */ \
+        MN_SM_MUL("%[t1]", "%[t5]", "%[t5]") "add     %[t5], %[t5], %[t1]\n\t"             \
+            MN_SM_BARREL(1672461947, 0x1000000) MN_SM_BARREL(1302514674, 0x2000000)             \
+                MN_SM_BARREL(790015084, 0x4000000) MN_SM_BARREL(290630308, 0x8000000)      \
+                    MN_SM_BARREL(39332535, 0x10000000) MN_SM_BARREL(720401, 0x20000000)    \
+                        MN_SM_BARREL(242, 0x40000000)                                      \
+    "cmp     %[v], #0\n\t"                                                                 \
+    "ite     eq\n\t"                                                                       \
+    "mvneq   %[v], #0x80000000\n\t"                                                        \
+    "movne   %[v], %[t5]\n\t"
+#define MN_SM_TEMPS                                                                        \
+    [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3), [t4] "=&r"(t4), [t5] "=&r"(t5),       \
+        [u6] "=&r"(u6), [u7] "=&r"(u7)
+
+/* sum pass, one element within diff_min: sum + exp(diff) / 2^12 */
+MN_INLINE int32_t mn_sm_sum_step(int32_t v, int32_t sum, const int32_t *f)
+{
+    int32_t t1, t2, t3, t4, t5, u6, u7;
+    __asm__ volatile(MN_SM_EXP MN_SM_DIV("%[v]", 12, "ubfx    %[u6], %[v], #0, #12", 2047)
+                     "add     %[sum], %[sum], %[v]\n\t"
+                     : [v] "+r"(v), [sum] "+r"(sum), MN_SM_TEMPS
+                     : [f] "r"(f)
+                     : "cc");
+    return sum;
+}
+
+/* output pass, one element within diff_min: exp(diff) * scale, rounding shift by bits,
+ * - 128, clamped to 127 (the result is >= -128: both factors are >= 0), stored */
+MN_INLINE void mn_sm_out_step(int32_t v, int8_t **out, const int32_t *f)
+{
+    int32_t t1, t2, t3, t4, t5, u6, u7;
+    __asm__ volatile(MN_SM_EXP "ldr     %[t1], [%[f], #8]\n\t" MN_SM_MUL("%[t1]", "%[v]", "%[v]")
+                     "ldr     %[t3], [%[f], #12]\n\t"
+                     "movs    %[t1], #1\n\t"
+                     "lsls    %[t1], %[t3]\n\t"
+                     "subs    %[t1], #1\n\t"
+                     "and     %[t2], %[v], %[t1]\n\t"
+                     "asrs    %[v], %[t3]\n\t"
+                     "asrs    %[t1], #1\n\t"
+                     "add     %[t1], %[t1], %[v], lsr #31\n\t"
+                     "cmp     %[t2], %[t1]\n\t"
+                     "it      gt\n\t"
+                     "addgt   %[v], #1\n\t"
+                     "subs    %[v], #128\n\t"
+                     "cmp     %[v], #127\n\t"
+                     "it      gt\n\t"
+                     "movgt   %[v], #127\n\t"
+                     "strb    %[v], [%[o]], #1\n\t"
+                     : [v] "+r"(v), [o] "+r"(*out), MN_SM_TEMPS
+                     : [f] "r"(f)
+                     : "cc", "memory");
+}
+#endif
+
 int32_t mn_softmax_s8(const mn_softmax_args *a)
 {
     const mn_softmax_args args_copy = *a; /* locals: output stores cannot alias them */
@@ -87,6 +199,9 @@ int32_t mn_softmax_s8(const mn_softmax_args *a)
     int8_t *out = a->output;
     if (a->input_left_shift < 0 || a->input_left_shift > 30)
         return MN_ARG_ERROR;
+#if MN_DSP
+    int32_t frame[4] = {mask, a->input_mult, 0, 0}; /* the schedule's stack slots */
+#endif
     for (int32_t r = 0; r < a->rows; r++) {
         int32_t mx = in[0];
         for (int32_t c = 1; c < a->depth; c++)
@@ -95,10 +210,14 @@ int32_t mn_softmax_s8(const mn_softmax_args *a)
         for (int32_t c = 0; c < a->depth; c++) {
             const int32_t diff = in[c] - mx;
             if (diff >= a->diff_min)
+#if MN_DSP
+                sum = mn_sm_sum_step(diff, sum, frame);
+#else
                 sum = (int32_t)((uint32_t)sum +
                                 (uint32_t)mn_divide_by_pot(
                                     mn_exp_on_negative(mn_mul_sat(diff * mask, a->input_mult)),
                                     MN_ACCUM_BITS));
+#endif
         }
         const int32_t headroom = mn_clz((uint32_t)sum);
         const int32_t shifted =
@@ -106,6 +225,18 @@ int32_t mn_softmax_s8(const mn_softmax_args *a)
         const int32_t scale = mn_one_over_one_plus_x(shifted);
         int32_t bits = MN_ACCUM_BITS - headroom + 31 - 8;
         bits = mn_min(mn_max(bits, 0), 31);
+#if MN_DSP
+        frame[2] = scale;
+        frame[3] = bits;
+        int8_t *o = out;
+        for (int32_t c = 0; c < a->depth; c++) {
+            const int32_t diff = in[c] - mx;
+            if (diff >= a->diff_min)
+                mn_sm_out_step(diff, &o, frame);
+            else
+                *o++ = -128;
+        }
+#else
         for (int32_t c = 0; c < a->depth; c++) {
             const int32_t diff = in[c] - mx;
             if (diff >= a->diff_min) {
@@ -117,6 +248,7 @@ int32_t mn_softmax_s8(const mn_softmax_args *a)
                 out[c] = -128;
             }
         }
+#endif
         in += a->depth;
         out += a->depth;
     }

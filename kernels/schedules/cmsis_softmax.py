@@ -3,7 +3,8 @@
 Per row: a max pass; a sum pass computing exp(diff) for every element whose difference to
 the max is >= diff_min (EXP_ON_NEG: a fixed-point polynomial plus seven conditional
 multiplies, each a saturating rounding doubling high multiply); CLZ and a Newton
-reciprocal (ONE_OVER1); an output pass recomputing exp, scaling, shifting and clamping.
+reciprocal (ONE_OVER1: a linear guess and three Newton steps, seven saturating doubling
+multiplies); an output pass recomputing exp, scaling, shifting and clamping.
 Which elements pass the diff_min test depends on the data: the schedule takes the row's
 maximum plus the expected share of the other elements when activations spread evenly over
 the int8 range, (|diff_min| + 1) / 256 of them (all when |diff_min| >= 255); a skipped
@@ -106,13 +107,50 @@ add    r9, r9, r0                    ; sum += DIV_POW2(exp, ACCUM_BITS)
 subs   r10, #1
 bne    .Lsm_sum
 """
+
+
+def _mul_pow2_sat(x: str, d: str, e: int) -> str:
+    """arm_nn_mult_by_power_of_two(x, e) -> d: x << e saturated to the int32 range."""
+    lim = (1 << (31 - e)) - 1
+    return f"""
+lsl    {d}, {x}, #{e}
+cmp    {x}, #{lim}
+it     gt
+mvngt  {d}, #0x80000000
+cmn    {x}, #{lim}
+it     lt
+movlt  {d}, #0x80000000
+"""
+
+
+def _one_over_one_plus_x() -> str:
+    """arm_nn_one_over_one_plus_x_for_x_in_0_1(r0) -> r0: the 64-bit half denominator, the
+    linear first guess and three Newton steps (two saturating doubling multiplies and a
+    saturating x4 each), then a saturating x2."""
+    t = """
+asrs   r2, r0, #31
+mvn    r1, #0x80000000               ; Q31_MAX
+adds   r0, r0, r1
+adc    r2, r2, #0
+lsrs   r0, r0, #1
+orr    ip, r0, r2, lsl #31           ; half_denominator
+"""
+    t += _const("r1", -1010580540) + _mul_sat("ip", "r1", "r0")
+    t += _const("r1", 1515870810) + "add r5, r0, r1\n"  # x
+    for _ in range(3):
+        t += _mul_sat("ip", "r5", "r1") + "rsb r1, r1, #0x20000000\n"
+        t += _mul_sat("r5", "r1", "r2") + _mul_pow2_sat("r2", "r3", 2) + "add r5, r5, r3\n"
+    return t + _mul_pow2_sat("r5", "r0", 1)
+
+
+# CLZ headroom, the shifted sum and the reciprocal of the sum (ONE_OVER1)
 ROW_MID = (
     """
 clz    r3, r9                         ; headroom
 lsl    r0, r9, r3
 sub    r0, r0, #0x80000000
 """
-    + "".join(_mul_sat("r0", "r1", "r2") + "add r1, r1, r2\n" for _ in range(3))
+    + _one_over_one_plus_x()
     + """
 str    r0, [sp, #16]                  ; shifted_scale
 rsb    r3, r3, #35                    ; bits_over_unit
