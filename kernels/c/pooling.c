@@ -8,6 +8,85 @@
  * then the whole output is clamped to the activation range. */
 #include "mcusim_nn.h"
 
+/* The three per-channel loops of a pixel (ch > 0). On DSP builds inline assembly in the
+ * schedule's order (cmsis_pool.py AVG_FIRST, AVG_ACC, AVG_SCALE), so GCC and clang run the
+ * same loops; portable C with the same results otherwise. */
+MN_INLINE void mn_avg_first(int32_t *q, const int8_t *p, int32_t n)
+{
+#if MN_DSP
+    int32_t t;
+    __asm__ volatile("1:\n\t"
+                     "ldrsb  %[t], [%[p]], #1\n\t"
+                     "subs   %[n], %[n], #1\n\t"
+                     "str    %[t], [%[q]], #4\n\t"
+                     "bne    1b"
+                     : [t] "=&r"(t), [p] "+r"(p), [q] "+r"(q), [n] "+r"(n)
+                     :
+                     : "cc", "memory");
+#else
+    for (; n > 0; n--)
+        *q++ = *p++;
+#endif
+}
+
+MN_INLINE void mn_avg_acc(int32_t *q, const int8_t *p, int32_t n)
+{
+#if MN_DSP
+    int32_t t, u;
+    __asm__ volatile("1:\n\t"
+                     "ldrsb  %[t], [%[p]], #1\n\t"
+                     "ldr    %[u], [%[q]]\n\t"
+                     "qadd   %[t], %[t], %[u]\n\t" /* saturating sum */
+                     "subs   %[n], %[n], #1\n\t"
+                     "str    %[t], [%[q]], #4\n\t"
+                     "bne    1b"
+                     : [t] "=&r"(t), [u] "=&r"(u), [p] "+r"(p), [q] "+r"(q), [n] "+r"(n)
+                     :
+                     : "cc", "memory");
+#else
+    for (; n > 0; n--, q++)
+        *q = mn_qadd(*p++, *q);
+#endif
+}
+
+/* (sum +- count/2) / count (truncating: half away from zero), clamp, store; returns dst. */
+MN_INLINE int8_t *mn_avg_scale(int8_t *dst, const int32_t *q, int32_t n, int32_t count,
+                               int32_t lo, int32_t hi)
+{
+    const int32_t half = count >> 1;
+#if MN_DSP
+    int32_t t;
+    __asm__ volatile("1:\n\t"
+                     "ldr    %[t], [%[q]], #4\n\t"
+                     "cmp    %[t], #0\n\t"
+                     "ite    gt\n\t"
+                     "addgt  %[t], %[t], %[h]\n\t"
+                     "suble  %[t], %[t], %[h]\n\t"
+                     "sdiv   %[t], %[t], %[c]\n\t"
+                     "cmp    %[t], %[lo]\n\t"
+                     "it     lt\n\t"
+                     "movlt  %[t], %[lo]\n\t"
+                     "cmp    %[t], %[hi]\n\t"
+                     "it     gt\n\t"
+                     "movgt  %[t], %[hi]\n\t"
+                     "strb   %[t], [%[d]], #1\n\t"
+                     "subs   %[n], %[n], #1\n\t"
+                     "bne    1b"
+                     : [t] "=&r"(t), [q] "+r"(q), [d] "+r"(dst), [n] "+r"(n)
+                     : [h] "r"(half), [c] "r"(count), [lo] "r"(lo), [hi] "r"(hi)
+                     : "cc", "memory");
+#else
+    for (; n > 0; n--) {
+        int32_t s = *q++;
+        s = s > 0 ? (s + half) / count : (s - half) / count;
+        s = mn_max(s, lo);
+        s = mn_min(s, hi);
+        *dst++ = (int8_t)s;
+    }
+#endif
+    return dst;
+}
+
 int32_t mn_avgpool_s8(const mn_pool_args *a)
 {
     const mn_pool_args args_copy = *a; /* locals: output stores cannot alias them */
@@ -15,7 +94,7 @@ int32_t mn_avgpool_s8(const mn_pool_args *a)
     const int32_t ch = a->in_c;
     int32_t *buf = a->scratch;
     int8_t *dst = a->output;
-    if (!buf)
+    if (!buf || ch <= 0)
         return MN_ARG_ERROR;
     for (int32_t b = 0; b < a->batches; b++) {
         const int8_t *src = a->input + b * a->in_h * a->in_w * ch;
@@ -32,15 +111,10 @@ int32_t mn_avgpool_s8(const mn_pool_args *a)
                     for (int32_t kx = kx0; kx < kx1; kx++) {
                         const int8_t *p = src + ((iy + ky) * a->in_w + ix + kx) * ch;
                         int32_t *q = buf;
-                        if (count == 0) {
-                            for (int32_t c = ch; c > 0; c--)
-                                *q++ = *p++;
-                        } else {
-                            for (int32_t c = ch; c > 0; c--) {
-                                *q = mn_qadd(*p++, *q);
-                                q++;
-                            }
-                        }
+                        if (count == 0)
+                            mn_avg_first(q, p, ch);
+                        else
+                            mn_avg_acc(q, p, ch);
                         count++;
                     }
                 }
@@ -49,15 +123,7 @@ int32_t mn_avgpool_s8(const mn_pool_args *a)
                         *dst++ = (int8_t)mn_min(mn_max(0, a->act_min), a->act_max);
                     continue;
                 }
-                const int32_t half = count >> 1;
-                const int32_t *q = buf;
-                for (int32_t c = ch; c > 0; c--) {
-                    int32_t s = *q++;
-                    s = s > 0 ? (s + half) / count : (s - half) / count;
-                    s = mn_max(s, a->act_min);
-                    s = mn_min(s, a->act_max);
-                    *dst++ = (int8_t)s;
-                }
+                dst = mn_avg_scale(dst, buf, ch, count, a->act_min, a->act_max);
             }
         }
     }
