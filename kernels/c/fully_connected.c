@@ -131,23 +131,12 @@ MN_INLINE void mn_fc_row_x1(const int8_t **pl, const int8_t **p0, int32_t *a0, i
 #define mn_fc_row_x4 mn_fc_row_x1
 #endif
 
-/* output r: the requantization constants read from the struct where they are used (the
- * schedule reloads them from its stack frame per output) */
-MN_INLINE int8_t mn_fc_out(const mn_fc_args *a, int32_t acc, int32_t r)
+__attribute__((noinline)) static void
+mn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
+                     int8_t *dst, int32_t lhs_offset, int32_t out_offset,
+                     const int32_t *mult, const int32_t *shift, int32_t cols,
+                     int32_t rows, int32_t act_min, int32_t act_max)
 {
-    return mn_requant_clamp(acc, a->mult[r], a->shift[r], a->out_offset, a->act_min,
-                            a->act_max);
-}
-
-/* one input row against all weight rows; the layer's constants are read from the argument
- * struct at entry (the schedule's callee loads them from its stack arguments) */
-__attribute__((noinline)) static void mn_vec_mat_mult_t_s8(const mn_fc_args *a,
-                                                           const int8_t *lhs, int8_t *dst)
-{
-    const int8_t *rhs = a->weights;
-    const int32_t *bias = a->bias;
-    const int32_t lhs_offset = a->in_offset;
-    const int32_t cols = a->in_depth, rows = a->out_depth;
     const int32_t off2 = mn_pair16(lhs_offset);
     const int32_t quads = cols >> 2;
     /* no bias: read zeros (unconditional loads, as the schedule's). A conditional load in an
@@ -175,8 +164,8 @@ __attribute__((noinline)) static void mn_vec_mat_mult_t_s8(const mn_fc_args *a,
             a0 += x * *p0++;
             a1 += x * *p1++;
         }
-        dst[0] = mn_fc_out(a, a0, r);
-        dst[1] = mn_fc_out(a, a1, r + 1);
+        dst[0] = mn_requant_clamp(a0, mult[r], shift[r], out_offset, act_min, act_max);
+        dst[1] = mn_requant_clamp(a1, mult[r + 1], shift[r + 1], out_offset, act_min, act_max);
         dst += 2;
     }
     if (rows & 1) {
@@ -191,7 +180,7 @@ __attribute__((noinline)) static void mn_vec_mat_mult_t_s8(const mn_fc_args *a,
             int32_t x = *pl++ + lhs_offset;
             a0 += x * *p0++;
         }
-        dst[0] = mn_fc_out(a, a0, r);
+        dst[0] = mn_requant_clamp(a0, mult[r], shift[r], out_offset, act_min, act_max);
     }
 }
 
@@ -199,14 +188,12 @@ __attribute__((noinline)) static void mn_vec_mat_mult_t_s8(const mn_fc_args *a,
 
 /* Helium: per weight row, 16 columns per VMLADAVA with tail predication; the row's sum
  * (VADDVA) times the input offset is added once, as CMSIS-NN's MVE vec_mat_mult does. */
-__attribute__((noinline)) static void mn_vec_mat_mult_t_s8(const mn_fc_args *a,
-                                                           const int8_t *lhs, int8_t *dst)
+__attribute__((noinline)) static void
+mn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias, int8_t *dst,
+                     int32_t lhs_offset, int32_t out_offset, const int32_t *mult,
+                     const int32_t *shift, int32_t cols, int32_t rows, int32_t act_min,
+                     int32_t act_max)
 {
-    const int8_t *rhs = a->weights;
-    const int32_t *bias = a->bias, *mult = a->mult, *shift = a->shift;
-    const int32_t lhs_offset = a->in_offset, out_offset = a->out_offset;
-    const int32_t cols = a->in_depth, rows = a->out_depth;
-    const int32_t act_min = a->act_min, act_max = a->act_max;
     for (int32_t r = 0; r < rows; r++) {
         const int8_t *w = rhs + r * cols;
         int32_t acc = 0, wsum = 0;
@@ -223,16 +210,17 @@ __attribute__((noinline)) static void mn_vec_mat_mult_t_s8(const mn_fc_args *a,
 
 #endif /* MN_MVE */
 
-/* per batch row one call of the vector x matrix kernel with the struct pointer, the input
- * and output rows (the schedule's fc_entry / fc_batch_end / fc_exit: no argument copies) */
 int32_t mn_fully_connected_s8(const mn_fc_args *a)
 {
+    const mn_fc_args args_copy = *a; /* locals: output stores cannot alias them */
+    a = &args_copy;
     if (a->in_depth < 1 || a->out_depth < 1)
         return MN_ARG_ERROR;
     const int8_t *in = a->input;
     int8_t *out = a->output;
-    for (int32_t b = a->batches; b > 0; b--) {
-        mn_vec_mat_mult_t_s8(a, in, out);
+    for (int32_t b = 0; b < a->batches; b++) {
+        mn_vec_mat_mult_t_s8(in, a->weights, a->bias, out, a->in_offset, a->out_offset, a->mult,
+                             a->shift, a->in_depth, a->out_depth, a->act_min, a->act_max);
         in += a->in_depth;
         out += a->out_depth;
     }
