@@ -127,7 +127,7 @@ def load_params() -> M7Params:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class M7Op:
     """What the scoreboard needs about one instruction (derived once per Instr)."""
 
@@ -139,10 +139,17 @@ class M7Op:
     writes: tuple[tuple[int, int, bool], ...]  # (reg, latency after issue, loaded data)
     occupancy: int  # issue cycles held (>= 1)
     branch: int  # NOT_BRANCH / COND / DIRECT / INDIRECT
+    unz: tuple[tuple[int, int], ...] = ()  # (unit index, count) of the units it uses
+    fits: bool = True  # its unit counts within the core's (else it never pairs after)
 
 
 def _operands(ins: Instr) -> list[str]:
     _, _, rest = ins.text.partition(" ")
+    if "[" not in rest and "{" not in rest:  # no nesting: a plain split (same pieces)
+        parts = rest.split(",")
+        if not parts[-1].strip():
+            parts.pop()
+        return [s.strip() for s in parts]
     out, depth, cur = [], 0, []
     for ch in rest:
         if ch in "[{":
@@ -297,6 +304,8 @@ def decode(ins: Instr, p: M7Params) -> M7Op:
         writes=tuple(writes),
         occupancy=occupancy,
         branch=branch,
+        unz=tuple((i, c) for i, c in enumerate(units) if c),
+        fits=all(u <= c for u, c in zip(units, p.caps, strict=True)),
     )
 
 
@@ -310,6 +319,20 @@ def initial_m7_state():
     return ((-1,) * FLAGS + (-load_params().flags_early,), 0, 1, _EMPTY_USED)
 
 
+class M7State:
+    """A scoreboard state (the tuple of :func:`initial_m7_state`'s form), interned by the
+    timing model: equal states are one object, so the per-block cache hashes it by
+    identity instead of hashing the tuple on every lookup."""
+
+    __slots__ = ("t",)
+
+    def __init__(self, t: tuple) -> None:
+        self.t = t
+
+    def __repr__(self) -> str:
+        return f"M7State({self.t!r})"
+
+
 class CortexM7Timing(CoreTiming):
     """Dual-issue scoreboard of the Cortex-M7 (0-wait TCM memory)."""
 
@@ -319,6 +342,8 @@ class CortexM7Timing(CoreTiming):
         self.p = params or load_params()
         self.fetch_bytes = self.p.fetch_bytes  # read by mcusim/cache.py fetch_bytes_of
         self._ops: dict[Instr, M7Op] = {}
+        self._bops: dict[Block, tuple] = {}  # per Block object: its instructions' steps
+        self._states: dict[tuple, M7State] = {}
         self._cache: dict = {}
 
     def op(self, ins: Instr) -> M7Op:
@@ -327,15 +352,40 @@ class CortexM7Timing(CoreTiming):
             o = self._ops[ins] = decode(ins, self.p)
         return o
 
+    def _steps(self, instrs) -> tuple:
+        """Per instruction what the scoreboard reads: (reads, units used as (index, count)
+        pairs, units, whether they fit the unit counts, slot0 or single, single, writes,
+        occupancy, branch kind, taken)."""
+        ops = self._ops
+        out = []
+        for ins in instrs:
+            o = ops.get(ins)
+            if o is None:
+                o = ops[ins] = decode(ins, self.p)
+            out.append(
+                (o.reads, o.unz, o.units, o.fits, o.single or o.slot0, o.single, o.writes,
+                 o.occupancy, o.branch, bool(ins.taken))
+            )  # fmt: skip
+        return tuple(out)
+
+    def _state(self, t: tuple) -> M7State:
+        s = self._states.get(t)
+        if s is None:
+            s = self._states[t] = M7State(t)
+        return s
+
     def initial_state(self):
-        return initial_m7_state()
+        return self._state(initial_m7_state())
 
     def block_cycles(self, block: Block, state, last_taken):
         key = (block, state, last_taken)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        res = self.run(block.instrs, state, last_taken)
+        steps = self._bops.get(block)
+        if steps is None:
+            steps = self._bops[block] = self._steps(block.instrs)
+        res = self._scoreboard(steps, state, last_taken, None)
         self._cache[key] = res
         return res
 
@@ -355,39 +405,48 @@ class CortexM7Timing(CoreTiming):
 
     # -- the scoreboard ------------------------------------------------------------------
     def run(self, instrs, state, last_taken, trace: list | None = None):
+        """(cycles, exit state) of ``instrs`` entered in ``state`` (an interned state or
+        its tuple); ``trace`` collects (cycle, slot) per instruction."""
+        return self._scoreboard(self._steps(instrs), state, last_taken, trace)
+
+    def _scoreboard(self, steps, state, last_taken, trace):
         p = self.p
         caps = p.caps
         after_load = int(p.adv["unshifted_after_load"])
-        rel_ready, loadmask, nxt, used = state
+        rel_ready, loadmask, nxt, used = state.t if isinstance(state, M7State) else state
         ready = list(rel_ready)
         used = list(used)
+        # every unit count of the last cycle within its cap (then a pair needs to check
+        # only the units the younger instruction uses)
+        used_fits = all(u <= c for u, c in zip(used, caps, strict=True))
         t_last = 0
-        n = len(instrs)
-        for k, ins in enumerate(instrs):
-            o = self.op(ins)
+        n = len(steps)
+        for k, step in enumerate(steps):
+            reads, unz, units, fits, alone, single, writes, occ, branch, ins_taken = step
             t_ops = -(10**9)
-            for r, adv, from_load in o.reads:
+            for r, adv, from_load in reads:
                 a = min(adv, after_load) if (from_load and (loadmask >> r) & 1) else adv
                 v = ready[r] - a
                 if v > t_ops:
                     t_ops = v
             paired = False
-            if (
-                nxt == 0
-                and not o.single
-                and not o.slot0
-                and t_ops <= t_last
-                and all(used[i] + o.units[i] <= caps[i] for i in range(len(caps)))
-            ):
-                t = t_last
+            if nxt == 0 and not alone and t_ops <= t_last and used_fits:
                 paired = True
-                used = [used[i] + o.units[i] for i in range(len(caps))]
+                for i, c in unz:
+                    if used[i] + c > caps[i]:
+                        paired = False
+                        break
+            if paired:
+                t = t_last
+                for i, c in unz:
+                    used[i] += c
             else:
                 t = max(t_last + max(nxt, 1), t_ops)
-                used = list(o.units)
+                used = list(units)
+                used_fits = fits
             if trace is not None:
                 trace.append((t, 1 if paired else 0))
-            for r, lat, loaded in o.writes:
+            for r, lat, loaded in writes:
                 ready[r] = t + lat
                 if loaded:
                     loadmask |= 1 << r
@@ -395,24 +454,24 @@ class CortexM7Timing(CoreTiming):
                     loadmask &= ~(1 << r)
             t_last = t
             # what may follow in this cycle
-            if paired or o.single or o.occupancy > 1:
+            if paired or single or occ > 1:
                 nxt = 1
-                t_last = t + o.occupancy - 1
+                t_last = t + occ - 1
             else:
                 nxt = 0
-            if o.branch != NOT_BRANCH:
+            if branch != NOT_BRANCH:
                 back_edge = k == n - 1 and last_taken is not None
-                if o.branch == COND:
-                    taken = last_taken if back_edge else bool(ins.taken)
+                if branch == COND:
+                    taken = last_taken if back_edge else ins_taken
                     # a back edge is predicted taken, a forward branch not taken
                     mispredicted = (not taken) if back_edge else taken
                     penalty = 0
                     if mispredicted:
                         penalty = p.mispredict
-                        reads_flags = any(r == FLAGS for r, _, _ in o.reads)
+                        reads_flags = any(r == FLAGS for r, _, _ in reads)
                         if reads_flags and ready[FLAGS] > t - (p.flags_early - 1):
                             penalty = p.mispredict_late_flags
-                elif o.branch == DIRECT:
+                elif branch == DIRECT:
                     taken, penalty = True, p.direct
                 else:
                     taken, penalty = True, p.indirect
@@ -426,4 +485,4 @@ class CortexM7Timing(CoreTiming):
             max(ready[FLAGS] - t_last, -p.flags_early),
         )
         exit_used = tuple(used) if nxt == 0 else _EMPTY_USED
-        return t_last, (exit_ready, loadmask, nxt, exit_used)
+        return t_last, self._state((exit_ready, loadmask, nxt, exit_used))

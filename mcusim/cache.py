@@ -27,6 +27,10 @@ replacement state (LRU: it is already most recent; round-robin/random: hits neve
 pointer or draw), so it is counted without a set search, and consecutive requests of one
 cache to one line are merged into one weighted request; everything else is simulated
 access by access. Instruction fetch is counted per fetch unit (``fetch_bytes``).
+For an L1 D with random or round-robin replacement a hit changes nothing but the last
+line, so (see :func:`_run`) an iteration whose lines are all cached is counted without
+walking it, and in an iteration of a flattened loop only the accesses to the sets of the
+lines it misses are looked up one by one.
 Two more shortcuts are exact (see :func:`_run`): a loop whose iterations touch the same
 addresses in every cached memory stops as soon as the caches' state (lines, dirty bits,
 LRU order up to way placement, round-robin pointers, random-draw state, last line) after
@@ -359,6 +363,7 @@ def _same_state(cfg, tags, dirty, rank, rr, st, s_tags, s_dirty, s_rank, s_rr, s
 
 
 NO_ROUTE = -9  # a tag's route must be found from each address (see _tag_routes)
+OP_FLAT = 99  # _run: an iteration of a flattened loop (not in the bytecode)
 
 
 @njit(cache=True)
@@ -381,6 +386,8 @@ def _run(
     prog, events, blk_ev, blk_code, rules, base, size, fshift, margin,
     route_d, route_i, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst,
     lrow, lmove, lwork, min_work, skipped, igroup, cmem, dnow,
+    rinfo, tinfo, ftl, fcl, fwc, fcx, ffq, fsub, fso, fil, flat_ok,
+    ev_t, ev_off, ev_nb, ev_acc, ev_w, ev_post,
 ):  # fmt: skip
     """Walk the compiled loop nest; queue one request per (cache, line) a block's fetch or
     a data access touches, and process the queue in batches.
@@ -407,7 +414,26 @@ def _run(
     With ``dnow`` (:func:`_dnow_ok`) the L1 D's requests are not queued: each data access
     is looked up at once, with _process's steps (its misses to a memory with an
     accelerator queue the accelerator's request); nothing else reads the L1 D's state
-    between two syncs, so its hits, last line and clock live in locals until then."""
+    between two syncs, so its hits, last line and clock live in locals until then.
+
+    With ``dnow`` and an L1 D whose hits change nothing but its last line (random or
+    round-robin replacement), loops whose iteration's accesses are worked out
+    (:func:`_footprints`: offsets from the pointers at the iteration's start, the same in
+    every iteration) take two more exact shortcuts:
+
+    * all-hit iterations: when every line an iteration touches is in the L1 D at its
+      start, every access hits (a hit evicts nothing), so the iteration is counted, not
+      walked: its hits, its written lines made dirty, the last line, its fetch requests
+      queued as the walk would (merged per cache), its pointer moves;
+    * flattened loops (``flat_ok``; not when an inner loop could reach the data-side fixed
+      point): each iteration runs from its worked-out list as one block, without walking
+      the inner loops. The lines it touches that are missing from the L1 D are the only
+      ones that can miss, and their misses evict lines of their own sets only; so the
+      accesses to lines of other sets are hits that change nothing: they are counted in
+      bulk, and only the accesses to lines of the missing lines' sets are looked up, in
+      order (the last line set from the access before each, as the walk leaves it). Its
+      fetches, when they all go to the L1 I (not LRU) and all its lines are there -- checked
+      again only after a _process call, where the L1 I changes -- are all hits, counted."""
     ptr = np.zeros(N_TAGS, dtype=np.int64)
     maxd = 64
     f_pc = np.zeros(maxd, dtype=np.int64)
@@ -435,6 +461,7 @@ def _run(
     dwb = cfg[L1D, C_WB] != 0
     dwa = cfg[L1D, C_WA] != 0
     dsh = cfg[L1D, C_SHIFT]
+    dlru = dpol == 0
     # with ``dnow`` only that path changes the L1 D's last line / way, clock and hits: kept
     # in locals, written back to st / cst (the ``# sync`` blocks) at every loop end, layer
     # change and the end, before anything else reads them
@@ -481,13 +508,350 @@ def _run(
     f_fix = np.zeros(maxd, dtype=np.int64)  # the loop at this depth may reach a fixed point
     f_fail = np.zeros(maxd, dtype=np.int64)  # back-off after failed checks (iterations to
     f_wait = np.zeros(maxd, dtype=np.int64)  # wait before the next snapshot)
+    # all-hit iterations (see _footprints): the tags whose accesses reach the L1 D, the
+    # loop depth whose iteration starts now, per loop the failed checks in a row and the
+    # iterations to let pass before the next check
+    sim_t = np.zeros(N_TAGS, dtype=np.int64)
+    fr_t = np.zeros(N_TAGS, dtype=np.int64)  # per tag the L1 D or -1 (fast flattened path)
+    isets = cfg[L1I, C_SETS]
+    iways = cfg[L1I, C_WAYS]
+    ioff = cfg[L1I, C_OFF]
+    ilru = cfg[L1I, C_POLICY] == 0
+    pep = 0  # _process calls so far (the L1 I changes only in them)
+    irow_ep = np.full(rinfo.shape[0], -1, dtype=np.int64)  # ... when a loop's lines were in
+    hz = np.zeros(max(dsets, 1), dtype=np.int64)  # L1 D sets with a missing line (== gen)
+    gen = 0
+    hzm = False
+    hzw = 0
+    prevk = -1
+    nhp = 0
+    hl = np.zeros((256, 2), dtype=np.int64)  # lines in those sets (tag, line)
+    hp = np.zeros(512, dtype=np.int64)  # positions of the accesses to them
+    fl = -1  # depth of the loop whose iterations run flattened (see OP_LOOP), its row
+    frow = 0
+    sk_first = np.zeros(rinfo.shape[0], dtype=np.int64)
+    sk_fail = np.zeros(rinfo.shape[0], dtype=np.int64)
+    sk_wait = np.zeros(rinfo.shape[0], dtype=np.int64)
+    att = -1
     nq = 0
     depth = 0
     layer = 0
     pc = 0
     n = prog.shape[0]
     while pc < n:
+        if att >= 0:
+            # Exact shortcut: an iteration whose every data line is in the L1 D already
+            # hits throughout -- no fill, eviction or draw (its replacement is not LRU) --
+            # so it is counted, not walked: its hits, its written lines made dirty, the
+            # L1 D's last line, its fetch requests queued (merged like the walk's) and its
+            # pointer moves; then on to the loop's end.
+            lpc = f_pc[att]
+            att = -1
+            row = lrow[lpc]
+            if row >= 0 and rinfo[row, R_OK] != 0 and sk_wait[row] > 0:
+                sk_wait[row] -= 1
+            elif row >= 0 and rinfo[row, R_OK] != 0:
+                ok = True
+                # every access inside its buffer (nothing wraps) and going to the L1 D or
+                # to no simulated level
+                for k in range(rinfo[row, R_TL0], rinfo[row, R_TL1]):
+                    t = ftl[k]
+                    has = tinfo[row, t, T_HAS]
+                    p = ptr[t]
+                    if lsize[t] > 0 and (
+                        p + tinfo[row, t, T_MINST] < lbase[t]
+                        or p + tinfo[row, t, T_MAXST] >= lbase[t] + lsize[t]
+                    ):
+                        ok = False
+                        break
+                    c = -2
+                    for w in range(2):
+                        if (has >> w) & 1:
+                            cw = tcl[2 * t + w]
+                            if cw == NO_ROUTE:
+                                m0 = ((p + tinfo[row, t, T_LO]) >> MEM_SHIFT) - 1
+                                m1 = ((p + tinfo[row, t, T_HI] - 1) >> MEM_SHIFT) - 1
+                                if m0 != m1:
+                                    cw = -3
+                                elif 0 <= m0 < nmem:
+                                    cw = rd[2 * m0 + w]
+                                else:
+                                    cw = -1
+                            if c == -2 or c == cw:
+                                c = cw
+                            else:
+                                c = -3
+                    if c == L1D:
+                        sim_t[t] = 1
+                    elif c == -1:
+                        sim_t[t] = 0
+                    else:
+                        ok = False
+                        break
+                # every line it touches is in the L1 D (a failed probe starts there next)
+                if ok:
+                    c0 = rinfo[row, R_CL0]
+                    nc = rinfo[row, R_CL1] - c0
+                    s0 = sk_first[row]
+                    for kk in range(nc):
+                        j = s0 + kk
+                        if j >= nc:
+                            j -= nc
+                        t = fcl[c0 + j, 0]
+                        if sim_t[t] == 0:
+                            continue
+                        a1 = (ptr[t] + fcl[c0 + j, 2] - 1) >> dsh
+                        for ln in range((ptr[t] + fcl[c0 + j, 1]) >> dsh, a1 + 1):
+                            b = doff + (ln & (dsets - 1)) * dways
+                            found = -1
+                            for k in range(dways):
+                                if tags[b + k] == ln:
+                                    found = b + k
+                            if found < 0:
+                                ok = False
+                                break
+                        if not ok:
+                            sk_first[row] = j
+                            break
+                if not ok:  # back off: wait 0, 1, 3, ... 63 iterations after failures
+                    sk_fail[row] += 1
+                    sk_wait[row] = (1 << min(sk_fail[row] - 1, 6)) - 1
+                if ok:
+                    sk_fail[row] = 0
+                    wsum = 0
+                    bpos = -1
+                    bt = -1
+                    for k in range(rinfo[row, R_TL0], rinfo[row, R_TL1]):
+                        t = ftl[k]
+                        if sim_t[t] == 0:
+                            continue
+                        p = ptr[t]
+                        wsum += tinfo[row, t, T_W]
+                        al = tinfo[row, t, T_ALIGN]
+                        if al < 0 or (al > 0 and (p & (al - 1)) != 0):
+                            for k2 in range(rinfo[row, R_CX0], rinfo[row, R_CX1]):
+                                if fcx[k2, 0] == t:
+                                    a = p + fcx[k2, 1]
+                                    nl = ((a + fcx[k2, 2] - 1) >> dsh) - (a >> dsh) + 1
+                                    if nl > fcx[k2, 3]:
+                                        wsum += (nl - fcx[k2, 3]) * fcx[k2, 4]
+                        if tinfo[row, t, T_LASTPOS] > bpos:
+                            bpos = tinfo[row, t, T_LASTPOS]
+                            bt = t
+                        if not dwb and tinfo[row, t, T_WBYTES] > 0:
+                            mm = ((p + tinfo[row, t, T_LO]) >> MEM_SHIFT) - 1
+                            mst[layer, mm, M_WT] += tinfo[row, t, T_WBYTES]
+                    dh += wsum
+                    if dwb:
+                        for k in range(rinfo[row, R_WC0], rinfo[row, R_WC1]):
+                            t = fwc[k, 0]
+                            if sim_t[t] == 0:
+                                continue
+                            a1 = (ptr[t] + fwc[k, 2] - 1) >> dsh
+                            for ln in range((ptr[t] + fwc[k, 1]) >> dsh, a1 + 1):
+                                b = doff + (ln & (dsets - 1)) * dways
+                                for k2 in range(dways):
+                                    if tags[b + k2] == ln:
+                                        dirty[b + k2] = 1
+                    if bt >= 0:
+                        ln = (ptr[bt] + tinfo[row, bt, T_LASTEND]) >> dsh
+                        if ln != dlast:
+                            b = doff + (ln & (dsets - 1)) * dways
+                            for k2 in range(dways):
+                                if tags[b + k2] == ln:
+                                    dlastway = b + k2
+                            dlast = ln
+                            dclock += 1
+                            stamp[dlastway] = dclock
+                    if ifix < 0:
+                        for k in range(rinfo[row, R_FQ0], rinfo[row, R_FQ1]):
+                            c = ffq[k, 0]
+                            if lline[c] == ffq[k, 1]:
+                                q[lastq[c], Q_W] += ffq[k, 2]
+                                continue
+                            q[nq, Q_CACHE] = c
+                            q[nq, Q_LINE] = ffq[k, 1]
+                            q[nq, Q_W] = ffq[k, 2]
+                            q[nq, Q_WRITE] = 0
+                            q[nq, Q_NB] = 0
+                            q[nq, Q_LAYER] = layer
+                            lastq[c] = nq
+                            lline[c] = ffq[k, 1]
+                            nq += 1
+                        if nq >= QCAP:
+                            pep += 1
+                            _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
+                            nq = 0
+                            lastq[:] = -1
+                            lline[:] = -1
+                    for t in range(N_TAGS):
+                        ptr[t] += tinfo[row, t, T_NET]
+                    skipped[2] += 1
+                    pc = prog[lpc + 4] - 2  # on to the loop's end, as if the body had run
+                    continue
         op = prog[pc]
+        if fl >= 0 and op != OP_END:
+            op = OP_FLAT
+        if op == OP_FLAT:
+            # one iteration of a flattened loop: its fetch requests, then its accesses as
+            # one block's events (then on to the loop's end)
+            ihit = False
+            if ifix < 0 and rinfo[frow, R_IOK] != 0 and not ilru:
+                # every line it fetches already in the L1 I (checked again only after the
+                # L1 I may have changed: a _process call): all hits, counted
+                if nq > 0:
+                    pep += 1
+                    _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
+                    nq = 0
+                    lastq[:] = -1
+                    lline[:] = -1
+                ihit = irow_ep[frow] == pep
+                if not ihit:
+                    ihit = True
+                    for k in range(rinfo[frow, R_IL0], rinfo[frow, R_IL1]):
+                        ln = fil[k]
+                        b = ioff + (ln & (isets - 1)) * iways
+                        found = -1
+                        for k2 in range(iways):
+                            if tags[b + k2] == ln:
+                                found = b + k2
+                        if found < 0:
+                            ihit = False
+                            break
+                    if ihit:
+                        irow_ep[frow] = pep
+                if ihit:
+                    cst[layer, L1I, HITS] += rinfo[frow, R_IW]
+                    st[L1I, S_LAST] = rinfo[frow, R_ILAST]
+            if ifix < 0 and not ihit:
+                for k in range(rinfo[frow, R_FQ0], rinfo[frow, R_FQ1]):
+                    c = ffq[k, 0]
+                    if lline[c] == ffq[k, 1]:
+                        q[lastq[c], Q_W] += ffq[k, 2]
+                        continue
+                    q[nq, Q_CACHE] = c
+                    q[nq, Q_LINE] = ffq[k, 1]
+                    q[nq, Q_W] = ffq[k, 2]
+                    q[nq, Q_WRITE] = 0
+                    q[nq, Q_NB] = 0
+                    q[nq, Q_LAYER] = layer
+                    lastq[c] = nq
+                    lline[c] = ffq[k, 1]
+                    nq += 1
+            e0 = rinfo[frow, R_FE0]
+            e1 = rinfo[frow, R_FE1]
+            # when every access goes to the L1 D or nowhere and stays inside its buffer
+            # (as the all-hit check works it out), the events below skip those checks
+            fast = dnow
+            if fast:
+                for k in range(rinfo[frow, R_TL0], rinfo[frow, R_TL1]):
+                    t = ftl[k]
+                    has = tinfo[frow, t, T_HAS]
+                    p = ptr[t]
+                    if lsize[t] > 0 and (
+                        p + tinfo[frow, t, T_MINST] < lbase[t]
+                        or p + tinfo[frow, t, T_MAXST] >= lbase[t] + lsize[t]
+                    ):
+                        fast = False
+                        break
+                    c = -2
+                    for w in range(2):
+                        if (has >> w) & 1:
+                            cw = tcl[2 * t + w]
+                            if cw == NO_ROUTE:
+                                m0 = ((p + tinfo[frow, t, T_LO]) >> MEM_SHIFT) - 1
+                                m1 = ((p + tinfo[frow, t, T_HI] - 1) >> MEM_SHIFT) - 1
+                                if m0 != m1:
+                                    cw = -3
+                                elif 0 <= m0 < nmem:
+                                    cw = rd[2 * m0 + w]
+                                else:
+                                    cw = -1
+                            if c == -2 or c == cw:
+                                c = cw
+                            else:
+                                c = -3
+                    if c == L1D or c == -1:
+                        fr_t[t] = c
+                    else:
+                        fast = False
+                        break
+            # Exact shortcut: the lines of the iteration missing from the L1 D now are the
+            # only ones that can miss, and their misses evict lines of their own sets only;
+            # so accesses to lines of the other sets hit and change nothing (the
+            # replacement is not LRU). Those are only counted (their weights in bulk, their
+            # written lines made dirty, the last line kept); accesses to lines in the sets
+            # of missing lines are looked up one by one, in order, as usual.
+            hzm = fast and dwb
+            if hzm:
+                gen += 1
+                nhl = 0
+                for pas in range(2):
+                    # first the sets of the missing lines, then every line in those sets
+                    for j in range(rinfo[frow, R_CL0], rinfo[frow, R_CL1]):
+                        t = fcl[j, 0]
+                        if fr_t[t] != L1D:
+                            continue
+                        a1 = (ptr[t] + fcl[j, 2] - 1) >> dsh
+                        for ln in range((ptr[t] + fcl[j, 1]) >> dsh, a1 + 1):
+                            s = ln & (dsets - 1)
+                            if pas == 1:
+                                if hz[s] == gen and nhl < hl.shape[0]:
+                                    hl[nhl, 0] = t
+                                    hl[nhl, 1] = ln
+                                    nhl += 1
+                                continue
+                            if hz[s] == gen:
+                                continue
+                            b = doff + s * dways
+                            found = -1
+                            for k in range(dways):
+                                if tags[b + k] == ln:
+                                    found = b + k
+                            if found < 0:
+                                hz[s] = gen
+                # the accesses to those lines (an access touching several: once), in order
+                nhp = 0
+                for j in range(nhl):
+                    t = hl[j, 0]
+                    lo = (hl[j, 1] << dsh) - ptr[t]
+                    hi = lo + (np.int64(1) << dsh)
+                    k0 = tinfo[frow, t, T_S0]
+                    k1 = tinfo[frow, t, T_S1]
+                    x = lo - tinfo[frow, t, T_MAXNB]
+                    while k0 < k1:  # first offset above x (binary search)
+                        mid = (k0 + k1) >> 1
+                        if fso[mid, 1] <= x:
+                            k0 = mid + 1
+                        else:
+                            k1 = mid
+                    for k in range(k0, tinfo[frow, t, T_S1]):
+                        if fso[k, 1] >= hi:
+                            break
+                        if fso[k, 2] > lo and nhp < hp.shape[0]:
+                            hp[nhp] = fso[k, 0]
+                            nhp += 1
+                if nhp >= hp.shape[0] or nhl >= hl.shape[0]:
+                    hzm = False  # (more than the buffers hold: the plain walk)
+                else:
+                    for j in range(1, nhp):  # insertion sort: a few positions
+                        v = hp[j]
+                        k = j - 1
+                        while k >= 0 and hp[k] > v:
+                            hp[k + 1] = hp[k]
+                            k -= 1
+                        hp[k + 1] = v
+                    m = 0
+                    for j in range(nhp):
+                        if m == 0 or hp[j] != hp[m - 1]:
+                            hp[m] = hp[j]
+                            m += 1
+                    nhp = m
+                    hzw = 0  # weights of the accesses looked up
+                    prevk = -1  # position of the last access looked up
+        else:
+            fast = False
+            hzm = False
         if op == OP_BLOCK:
             v = prog[pc + 1]
             # instruction fetch: one request per line, weighted by fetch units in it
@@ -520,22 +884,52 @@ def _run(
                         lline[c] = line
                         nq += 1
             e0 = blk_ev[v, 0]
-            for e in range(e0, e0 + blk_ev[v, 1]):
-                t = events[e, 0]
-                nb = events[e, 2]
+            e1 = e0 + blk_ev[v, 1]
+        if op == OP_BLOCK or op == OP_FLAT:
+            if op == OP_FLAT:
+                skipped[3] += 1
+            if hzm:
+                if nhp == 0:
+                    skipped[2] += 1  # nothing missing: all hits
+                e1 = e0 + nhp  # only the accesses to lines of the missing lines' sets
+            for ee in range(e0, e1):
+                e = ee
+                if hzm:
+                    k = hp[ee - e0]
+                    # the L1 D's last line: the previous access's, if it was not looked up
+                    kp = k - 1
+                    while kp > prevk and fr_t[ev_t[e0 + kp]] != L1D:
+                        kp -= 1
+                    if kp > prevk:
+                        tp = ev_t[e0 + kp]
+                        ln = (ptr[tp] + ev_off[e0 + kp] + ev_nb[e0 + kp] - 1) >> dsh
+                        b = doff + (ln & (dsets - 1)) * dways
+                        for k2 in range(dways):
+                            if tags[b + k2] == ln:
+                                dlastway = b + k2
+                        dlast = ln
+                    prevk = k
+                    e = e0 + k
+                    a = ptr[ev_t[e]] + ev_off[e]
+                    hzw += max(ev_acc[e], ((a + ev_nb[e] - 1) >> dsh) - (a >> dsh) + 1)
+                t = ev_t[e]
+                nb = ev_nb[e]
                 if nb > 0:
-                    addr = ptr[t] + events[e, 1]
-                    sz = lsize[t]
-                    if sz > 0:
-                        rel = addr - lbase[t]
-                        if rel < 0 or rel >= sz:
-                            addr = lbase[t] + rel % sz  # stay inside the buffer
-                    write = events[e, 4]
-                    c = tcl[2 * t + write]
-                    if c == NO_ROUTE:
-                        mem = (addr >> MEM_SHIFT) - 1
-                        # a stream with no base (outside every memory) is not simulated
-                        c = rd[2 * mem + write] if 0 <= mem < nmem else -1
+                    addr = ptr[t] + ev_off[e]
+                    write = ev_w[e]
+                    if fast:
+                        c = fr_t[t]
+                    else:
+                        sz = lsize[t]
+                        if sz > 0:
+                            rel = addr - lbase[t]
+                            if rel < 0 or rel >= sz:
+                                addr = lbase[t] + rel % sz  # stay inside the buffer
+                        c = tcl[2 * t + write]
+                        if c == NO_ROUTE:
+                            mem = (addr >> MEM_SHIFT) - 1
+                            # a stream with no base (outside every memory) is not simulated
+                            c = rd[2 * mem + write] if 0 <= mem < nmem else -1
                     if c == L1D and dnow:
                         # the L1 D lookup of _process, inline (same steps and counters)
                         l0 = addr >> dsh
@@ -556,21 +950,23 @@ def _run(
                                     if tags[b + k] == l0:
                                         found = b + k
                             if found >= 0:
-                                ww = events[e, 3]
+                                ww = ev_acc[e]
                                 dh += ww if ww > 0 else 1
-                                if l0 != dlast:
-                                    dclock += 1
-                                    stamp[found] = dclock
-                                    dlast = l0
-                                    dlastway = found
+                                if dlru:
+                                    if l0 != dlast:
+                                        dclock += 1
+                                        stamp[found] = dclock
+                                # (an LRU's hit stamps; no other policy reads stamps)
+                                dlast = l0
+                                dlastway = found
                                 if write:
                                     if dwb:
                                         dirty[found] = 1
                                     else:
                                         mst[layer, ((l0 << dsh) >> MEM_SHIFT) - 1, M_WT] += nb
-                                ptr[t] += events[e, 5]
+                                ptr[t] += ev_post[e]
                                 continue
-                        w = events[e, 3] - (l1 - l0)
+                        w = ev_acc[e] - (l1 - l0)
                         for line in range(l0, l1 + 1):
                             ww = w if w > 0 else 1
                             wnb = nb if (write and line == l0) else 0
@@ -643,7 +1039,7 @@ def _run(
                         l1 = (addr + nb - 1) >> sh
                         wa = cwa[c] != 0
                         if l0 == l1:  # the common case: one line (the loop below, unrolled)
-                            ww = events[e, 3]
+                            ww = ev_acc[e]
                             if ww < 1:
                                 ww = 1
                             j = lastq[c]
@@ -662,9 +1058,9 @@ def _run(
                                 lastq[c] = nq
                                 lline[c] = l0
                                 nq += 1
-                            ptr[t] += events[e, 5]
+                            ptr[t] += ev_post[e]
                             continue
-                        w = events[e, 3] - (l1 - l0)
+                        w = ev_acc[e] - (l1 - l0)
                         for line in range(l0, l1 + 1):
                             ww = w if w > 0 else 1
                             wnb = nb if (write and line == l0) else 0
@@ -685,13 +1081,63 @@ def _run(
                                 lline[c] = line
                                 nq += 1
                             w = 1
-                ptr[t] += events[e, 5]
+                ptr[t] += ev_post[e]
+            if hzm:
+                # the accesses only counted: their weights, their written lines dirty, the
+                # last line if it was theirs; then the pointers' moves
+                wsum = 0
+                for k in range(rinfo[frow, R_TL0], rinfo[frow, R_TL1]):
+                    t = ftl[k]
+                    if fr_t[t] != L1D:
+                        continue
+                    p = ptr[t]
+                    wsum += tinfo[frow, t, T_W]
+                    al = tinfo[frow, t, T_ALIGN]
+                    if al < 0 or (al > 0 and (p & (al - 1)) != 0):
+                        for k2 in range(rinfo[frow, R_CX0], rinfo[frow, R_CX1]):
+                            if fcx[k2, 0] == t:
+                                a = p + fcx[k2, 1]
+                                nl = ((a + fcx[k2, 2] - 1) >> dsh) - (a >> dsh) + 1
+                                if nl > fcx[k2, 3]:
+                                    wsum += (nl - fcx[k2, 3]) * fcx[k2, 4]
+                dh += wsum - hzw
+                for k in range(rinfo[frow, R_WC0], rinfo[frow, R_WC1]):
+                    t = fwc[k, 0]
+                    if fr_t[t] != L1D:
+                        continue
+                    p = ptr[t]
+                    a1 = (p + fwc[k, 2] - 1) >> dsh
+                    for ln in range((p + fwc[k, 1]) >> dsh, a1 + 1):
+                        s = ln & (dsets - 1)
+                        if hz[s] == gen:
+                            continue  # looked up (and made dirty) in order
+                        b = doff + s * dways
+                        for k2 in range(dways):
+                            if tags[b + k2] == ln:
+                                dirty[b + k2] = 1
+                kp = rinfo[frow, R_FE1] - e0 - 1  # the iteration's last access
+                while kp > prevk and (ev_nb[e0 + kp] == 0 or fr_t[ev_t[e0 + kp]] != L1D):
+                    kp -= 1
+                if kp > prevk:
+                    tp = ev_t[e0 + kp]
+                    ln = (ptr[tp] + ev_off[e0 + kp] + ev_nb[e0 + kp] - 1) >> dsh
+                    b = doff + (ln & (dsets - 1)) * dways
+                    for k2 in range(dways):
+                        if tags[b + k2] == ln:
+                            dlastway = b + k2
+                    dlast = ln
+                for t in range(N_TAGS):
+                    ptr[t] += tinfo[frow, t, T_NET]
             if nq >= QCAP:
+                pep += 1
                 _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
                 nq = 0
                 lastq[:] = -1
                 lline[:] = -1
-            pc += 2
+            if op == OP_FLAT:
+                pc = prog[f_pc[fl] + 4] - 2
+            else:
+                pc += 2
         elif op == OP_LOOP:
             if depth >= maxd:
                 raise ValueError("loop nest deeper than 64")
@@ -719,6 +1165,33 @@ def _run(
             f_wait[depth] = 0
             fi_fail[depth] = 0
             fi_wait[depth] = 0
+            att = depth
+            # Flattened: a loop whose iteration's accesses and fetches are worked out
+            # (_footprints) runs each iteration as one block -- the same accesses in the
+            # same order, the same fetch requests, the same pointer moves -- without
+            # walking its inner loops; unless the data-side fixed point could skip some of
+            # its loops (then they are walked, to be skipped)
+            if row >= 0 and rinfo[row, R_OK] != 0 and flat_ok:
+                fl = depth
+                frow = row
+                for k in range(rinfo[row, R_SB0], rinfo[row, R_SB1]):
+                    p2 = fsub[k]
+                    r2 = lrow[p2]
+                    if r2 >= 0 and prog[p2 + 1] >= 3 and lwork[r2] >= min_work:
+                        moving_cached = False
+                        for t in range(N_TAGS):
+                            if lmove[r2, t] != 0:
+                                mem = (base[layer, t] >> MEM_SHIFT) - 1
+                                if 0 <= mem < nmem and (
+                                    route_d[mem, 0] >= 0 or route_d[mem, 1] >= 0
+                                ):
+                                    moving_cached = True
+                                    break
+                        if not moving_cached:
+                            fl = -1
+                            break
+                if fl >= 0:
+                    att = -1  # (its iterations check their lines themselves)
             depth += 1
             pc += 5
         elif op == OP_END:
@@ -741,6 +1214,7 @@ def _run(
             if f_wait[d] > 0:
                 f_wait[d] -= 1
             elif f_fix[d] != 0 and (slot == -1 or slot == d) and f_it[d] + 1 < count:
+                pep += 1
                 _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
                 nq = 0
                 lastq[:] = -1
@@ -791,6 +1265,7 @@ def _run(
                 if fi_wait[d] > 0:
                     fi_wait[d] -= 1
                 else:
+                    pep += 1
                     _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
                     nq = 0
                     lastq[:] = -1
@@ -831,6 +1306,8 @@ def _run(
                 ptr[rules[r, 0]] = p
             if it < count:
                 pc = lpc + 5
+                if fl != d:
+                    att = d
             else:
                 if slot == d:
                     slot = -1
@@ -838,6 +1315,8 @@ def _run(
                     islot = -1
                 if ifix == d:
                     ifix = -1
+                if fl == d:
+                    fl = -1
                 depth -= 1
                 pc += 2
         else:  # OP_LAYER
@@ -861,6 +1340,7 @@ def _run(
         st[L1D, S_LAST] = dlast
         st[L1D, S_LASTWAY] = dlastway
         st[L1D, S_CLOCK] = dclock
+    pep += 1
     _process(q, nq, nxt_d, nxt_i, cfg, tags, stamp, dirty, rr, st, cst, mst)
 
 
@@ -881,6 +1361,8 @@ class SimResult:
     level_memory: dict[str, str] = field(default_factory=dict)  # accelerator -> its memory
     skipped_iterations: int = 0  # loop iterations added by the fixed-point shortcut
     fetch_skipped_iterations: int = 0  # iterations whose fetches were added, not simulated
+    hit_skipped_iterations: int = 0  # iterations of all hits counted, not walked
+    flattened_iterations: int = 0  # iterations run from their worked-out access list
 
     def layer(self, i: int):
         """Layer ``i``'s counters as a mcusim.costs.LayerCacheStats."""
@@ -1052,6 +1534,343 @@ def _loop_meta(cs: CompiledStream) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return lrow, np.asarray(moves, np.int64), np.asarray(work, np.int64)
 
 
+# ------------------------------------------------------- all-hit iterations (footprints)
+# Per loop (row of _loop_meta), what one iteration does, relative to the stream pointers at
+# the iteration's start (the same for every iteration: every pointer move is static).
+# Row columns (rinfo): footprint worked out, ranges into the tag list, touched ranges,
+# written ranges, line-crossing accesses and fetch requests
+R_OK, R_TL0, R_TL1, R_CL0, R_CL1, R_WC0, R_WC1, R_CX0, R_CX1, R_FQ0, R_FQ1 = range(11)
+R_FE0, R_FE1, R_SB0, R_SB1 = range(11, 15)  # its accesses as events; its loops (their pcs)
+# its fetches when all go to the L1 I: their lines (a range of a list), weight, last line
+R_IOK, R_IL0, R_IL1, R_IW, R_ILAST = range(15, 20)
+R_N = 20
+# per (row, tag) columns (tinfo): access kinds (bit 0 read, bit 1 write), lowest / highest
+# access start, lowest byte / end of the bytes touched, sum of max(accesses, 1), bytes
+# written, position of the tag's last access and the offset of its last byte, a pointer
+# alignment under which no access crosses more lines than it counts accesses (0: none can;
+# -1: none found), how far the iteration moves the pointer
+T_HAS, T_MINST, T_MAXST, T_LO, T_HI, T_W, T_WBYTES, T_LASTPOS, T_LASTEND, T_ALIGN, T_NET = range(11)
+# ... and its accesses sorted by offset (a range of the sorted list) and their largest size
+T_S0, T_S1, T_MAXNB = range(11, 14)
+T_N = 14
+
+
+@njit(cache=True)
+def _footprints(prog, events, blk_ev, blk_code, rules, lrow, lwork, cap, min_work,
+                dsh, csh, fshift, route_i, qmax):  # fmt: skip
+    """What one iteration touches, for every loop whose iteration does between
+    ``min_work`` and ``cap`` block executions + accesses (``lwork``): per stream tag the
+    byte ranges it touches (merged while the gap between two is shorter than a D line of
+    ``1 << dsh`` bytes, so every line a range overlaps is touched), the ranges it writes,
+    its access weights and last access, the accesses that may cross a line (grouped by
+    offset within a line), its accesses per tag sorted by offset, its fetch requests as
+    the walk queues them (per cache, a request for the line of that cache's previous one
+    merged into it; at most ``qmax``, else the loop is left out) and, when they all go to
+    the L1 I, their distinct lines; the iteration as events (accesses, then pointer
+    moves) for flattened runs, and the bytecode positions of the loop and its inner loops."""
+    nrows = lwork.shape[0]
+    line = np.int64(1) << dsh
+    nmem = route_i.shape[0]
+    ncache = csh.shape[0]
+    rinfo = np.zeros((nrows, R_N), dtype=np.int64)
+    tinfo = np.zeros((nrows, N_TAGS, T_N), dtype=np.int64)
+    total = 1
+    for r in range(nrows):
+        if min_work <= lwork[r] <= cap:
+            total += lwork[r]
+    ftl = np.zeros(total, dtype=np.int64)  # tags with accesses
+    cl = np.zeros((total, 3), dtype=np.int64)  # tag, lo, hi (touched)
+    wc = np.zeros((total, 3), dtype=np.int64)  # tag, lo, hi (written)
+    cx = np.zeros((total, 5), dtype=np.int64)  # tag, offset in a line, bytes, accesses, count
+    fq = np.zeros((total, 3), dtype=np.int64)  # cache, line, weight
+    fe = np.zeros((total + nrows * N_TAGS, 6), dtype=np.int64)  # an iteration as events
+    fsub = np.zeros(total + nrows, dtype=np.int64)  # pcs of the loop and its inner loops
+    fso = np.zeros((total, 3), dtype=np.int64)  # per tag by offset: position, offset, end
+    nso = 0
+    il = np.zeros(total, dtype=np.int64)  # L1 I lines
+    nil = 0
+    ntl = ncl = nwc = ncx = nfq = nfe = nsub = 0
+    acc = np.zeros((cap + 1, 5), dtype=np.int64)  # tag, offset, bytes, accesses, write
+    blks = np.zeros(cap + 1, dtype=np.int64)
+    keys = np.zeros(cap + 1, dtype=np.int64)
+    ptr = np.zeros(N_TAGS, dtype=np.int64)
+    fpc = np.zeros(64, dtype=np.int64)
+    fit = np.zeros(64, dtype=np.int64)
+    fent = np.zeros((64, N_TAGS), dtype=np.int64)
+    qlast = np.zeros(ncache, dtype=np.int64)
+    qline = np.zeros(ncache, dtype=np.int64)
+    n = prog.shape[0]
+    pc = 0
+    while pc < n:
+        if prog[pc] != OP_LOOP:
+            pc += 2
+            continue
+        row = lrow[pc]
+        pc0 = pc
+        pc += 5
+        if row < 0 or lwork[row] > cap or lwork[row] < min_work:
+            continue
+        # one iteration of the body, as _run walks it, pointers relative to its start
+        ptr[:] = 0
+        q = pc0 + 5
+        end = prog[pc0 + 4] - 2
+        d = 0
+        na = 0
+        nbk = 0
+        # the loop and the loops inside it (their bytecode positions)
+        rinfo[row, R_SB0] = nsub
+        q = pc0
+        while q < end:
+            if prog[q] == OP_LOOP:
+                fsub[nsub] = q
+                nsub += 1
+                q += 5
+            else:
+                q += 2
+        rinfo[row, R_SB1] = nsub
+        q = pc0 + 5
+        while q < end:
+            op = prog[q]
+            if op == OP_BLOCK:
+                v = prog[q + 1]
+                blks[nbk] = v
+                nbk += 1
+                for e in range(blk_ev[v, 0], blk_ev[v, 0] + blk_ev[v, 1]):
+                    t = events[e, 0]
+                    if events[e, 2] > 0:
+                        acc[na, 0] = t
+                        acc[na, 1] = ptr[t] + events[e, 1]
+                        acc[na, 2] = events[e, 2]
+                        acc[na, 3] = max(events[e, 3], 1)
+                        acc[na, 4] = events[e, 4]
+                        na += 1
+                    ptr[t] += events[e, 5]
+                q += 2
+            elif op == OP_LOOP:
+                fpc[d] = q
+                fit[d] = 0
+                for t in range(N_TAGS):
+                    fent[d, t] = ptr[t]
+                for r in range(prog[q + 2], prog[q + 3]):
+                    p = fent[d, rules[r, 0]] + rules[r, 2]
+                    if rules[r, 3] > 0:
+                        p += (rules[r, 5] // rules[r, 3]) * rules[r, 4]
+                    ptr[rules[r, 0]] = p
+                d += 1
+                q += 5
+            else:  # OP_END
+                dd = d - 1
+                lpc = fpc[dd]
+                fit[dd] += 1
+                it = fit[dd]
+                for r in range(prog[lpc + 2], prog[lpc + 3]):
+                    p = fent[dd, rules[r, 0]] + rules[r, 2] + it * rules[r, 1]
+                    ev = rules[r, 3]
+                    if ev > 0:
+                        p += ((it + rules[r, 5]) // ev) * rules[r, 4]
+                    ptr[rules[r, 0]] = p
+                if it < prog[lpc + 1]:
+                    q = lpc + 5
+                else:
+                    d -= 1
+                    q += 2
+        # fetch requests, merged per cache like the walk's queue
+        rinfo[row, R_FQ0] = nfq
+        qline[:] = -1
+        nreq = 0
+        for k in range(nbk):
+            v = blks[k]
+            addr = blk_code[v, 0]
+            nb = blk_code[v, 1]
+            mem = (addr >> MEM_SHIFT) - 1
+            if nb <= 0 or mem < 0 or mem >= nmem or route_i[mem] < 0:
+                continue
+            c = route_i[mem]
+            sh = csh[c]
+            e = addr + nb
+            for ln in range(addr >> sh, ((e - 1) >> sh) + 1):
+                lo = ln << sh
+                hi = lo + (np.int64(1) << sh)
+                if lo < addr:
+                    lo = addr
+                if hi > e:
+                    hi = e
+                w = ((hi - 1) >> fshift) - (lo >> fshift) + 1
+                if qline[c] == ln:
+                    fq[qlast[c], 2] += w
+                    continue
+                nreq += 1
+                if nreq > qmax or nfq >= fq.shape[0]:
+                    break
+                fq[nfq, 0] = c
+                fq[nfq, 1] = ln
+                fq[nfq, 2] = w
+                qlast[c] = nfq
+                qline[c] = ln
+                nfq += 1
+        rinfo[row, R_FQ1] = nfq
+        if nreq > qmax or nfq >= fq.shape[0]:
+            continue  # too many requests for the queue's margin: never skipped
+        # when every fetch goes to the L1 I: its distinct lines, their weight, the last one
+        iok = 1 if nfq > rinfo[row, R_FQ0] else 0
+        iw = 0
+        for k in range(rinfo[row, R_FQ0], nfq):
+            iok = iok if fq[k, 0] == L1I else 0
+            iw += fq[k, 2]
+        rinfo[row, R_IOK] = iok
+        rinfo[row, R_IW] = iw
+        rinfo[row, R_IL0] = nil
+        if iok and nfq > rinfo[row, R_FQ0]:
+            rinfo[row, R_ILAST] = fq[nfq - 1, 1]
+            u = np.sort(fq[rinfo[row, R_FQ0] : nfq, 1])
+            for k in range(u.shape[0]):
+                if k == 0 or u[k] != u[k - 1]:
+                    il[nil] = u[k]
+                    nil += 1
+        rinfo[row, R_IL1] = nil
+        # per tag: how far the iteration moves its pointer (a rule of the loop, applied at
+        # its end, overrides it), kinds, extent, weights, last access, alignment
+        for t in range(N_TAGS):
+            tinfo[row, t, T_NET] = ptr[t]
+        # the iteration as one block's events: every access at its offset from the
+        # pointers at the iteration's start, then each pointer's move
+        rinfo[row, R_FE0] = nfe
+        for k in range(na):
+            fe[nfe, 0] = acc[k, 0]
+            fe[nfe, 1] = acc[k, 1]
+            fe[nfe, 2] = acc[k, 2]
+            fe[nfe, 3] = acc[k, 3]
+            fe[nfe, 4] = acc[k, 4]
+            nfe += 1
+        for t in range(N_TAGS):
+            if ptr[t] != 0:
+                fe[nfe, 0] = t
+                fe[nfe, 5] = ptr[t]
+                nfe += 1
+        rinfo[row, R_FE1] = nfe
+        rinfo[row, R_TL0] = ntl
+        for k in range(na):
+            t = acc[k, 0]
+            o = acc[k, 1]
+            nb = acc[k, 2]
+            if tinfo[row, t, T_HAS] == 0:
+                ftl[ntl] = t
+                ntl += 1
+                tinfo[row, t, T_MINST] = o
+                tinfo[row, t, T_MAXST] = o
+                tinfo[row, t, T_LO] = o
+                tinfo[row, t, T_HI] = o + nb
+            tinfo[row, t, T_HAS] |= 1 << acc[k, 4]
+            tinfo[row, t, T_MINST] = min(tinfo[row, t, T_MINST], o)
+            tinfo[row, t, T_MAXST] = max(tinfo[row, t, T_MAXST], o)
+            tinfo[row, t, T_LO] = min(tinfo[row, t, T_LO], o)
+            tinfo[row, t, T_HI] = max(tinfo[row, t, T_HI], o + nb)
+            tinfo[row, t, T_W] += acc[k, 3]
+            if acc[k, 4]:
+                tinfo[row, t, T_WBYTES] += nb
+            tinfo[row, t, T_LASTPOS] = k
+            tinfo[row, t, T_LASTEND] = o + nb - 1
+            # an access counted as fewer accesses than the lines it may span: crossing a
+            # line adds to its weight, unless the pointer's alignment keeps it in one
+            if acc[k, 3] < (nb + line - 2) // line + 1 and tinfo[row, t, T_ALIGN] >= 0:
+                a = 1
+                while a < nb:
+                    a *= 2
+                tinfo[row, t, T_ALIGN] = -1 if a > line else max(tinfo[row, t, T_ALIGN], a)
+        rinfo[row, R_TL1] = ntl
+        for k in range(na):  # the alignment works when every such offset is a multiple
+            t = acc[k, 0]
+            al = tinfo[row, t, T_ALIGN]
+            if al > 0 and acc[k, 3] < (acc[k, 2] + line - 2) // line + 1 and acc[k, 1] % al:
+                tinfo[row, t, T_ALIGN] = -1
+        # touched and written ranges per tag, merged while gaps are shorter than a line
+        for k in range(na):
+            keys[k] = (acc[k, 0] << 44) + ((acc[k, 1] + (1 << 42)) << 1) + acc[k, 4]
+        order = np.argsort(keys[:na])
+        for k in order:
+            t = acc[k, 0]
+            if tinfo[row, t, T_S1] == 0:
+                tinfo[row, t, T_S0] = nso
+            fso[nso, 0] = k
+            fso[nso, 1] = acc[k, 1]
+            fso[nso, 2] = acc[k, 1] + acc[k, 2]
+            nso += 1
+            tinfo[row, t, T_S1] = nso
+            tinfo[row, t, T_MAXNB] = max(tinfo[row, t, T_MAXNB], acc[k, 2])
+        rinfo[row, R_CL0] = ncl
+        rinfo[row, R_WC0] = nwc
+        ct = wt = -1
+        clo = chi = wlo = whi = 0
+        for k in order:
+            t = acc[k, 0]
+            o = acc[k, 1]
+            hi = o + acc[k, 2]
+            if t == ct and o < chi + line:
+                chi = max(chi, hi)
+            else:
+                if ct >= 0:
+                    cl[ncl, 0] = ct
+                    cl[ncl, 1] = clo
+                    cl[ncl, 2] = chi
+                    ncl += 1
+                ct = t
+                clo = o
+                chi = hi
+            if acc[k, 4]:
+                if t == wt and o < whi + line:
+                    whi = max(whi, hi)
+                else:
+                    if wt >= 0:
+                        wc[nwc, 0] = wt
+                        wc[nwc, 1] = wlo
+                        wc[nwc, 2] = whi
+                        nwc += 1
+                    wt = t
+                    wlo = o
+                    whi = hi
+        if ct >= 0:
+            cl[ncl, 0] = ct
+            cl[ncl, 1] = clo
+            cl[ncl, 2] = chi
+            ncl += 1
+        if wt >= 0:
+            wc[nwc, 0] = wt
+            wc[nwc, 1] = wlo
+            wc[nwc, 2] = whi
+            nwc += 1
+        rinfo[row, R_CL1] = ncl
+        rinfo[row, R_WC1] = nwc
+        # accesses that may cross a line, counted per (tag, offset in a line, bytes, count)
+        rinfo[row, R_CX0] = ncx
+        m = 0
+        for k in range(na):
+            t = acc[k, 0]
+            if tinfo[row, t, T_ALIGN] != 0 and acc[k, 3] < (acc[k, 2] + line - 2) // line + 1:
+                keys[m] = (((t * line + acc[k, 1] % line) << 20) + acc[k, 2]) * 4096 + acc[k, 3]
+                m += 1
+        if m > 0:
+            srt = np.sort(keys[:m])
+            for k in range(m):
+                if k > 0 and srt[k] == srt[k - 1]:
+                    cx[ncx - 1, 4] += 1
+                    continue
+                key = srt[k]
+                cx[ncx, 3] = key % 4096
+                key //= 4096
+                cx[ncx, 2] = key & ((1 << 20) - 1)
+                key >>= 20
+                cx[ncx, 1] = key % line
+                cx[ncx, 0] = key // line
+                cx[ncx, 4] = 1
+                ncx += 1
+        rinfo[row, R_CX1] = ncx
+        rinfo[row, R_OK] = 1
+    return (
+        rinfo, tinfo, ftl, cl[: max(ncl, 1)], wc[: max(nwc, 1)], cx[: max(ncx, 1)], fq,
+        fe[:nfe], fsub[: max(nsub, 1)], fso[: max(nso, 1)], il[: max(nil, 1)],
+    )  # fmt: skip
+
+
 def _instruction_group(cs: CompiledStream, lv: Levels) -> tuple[np.ndarray, int]:
     """The levels only instruction fetches reach (mask per level; empty when the code
     spans memories, or a data access or a data-side miss can reach one of them) and the
@@ -1135,18 +1954,61 @@ def simulate(
     # a fixed-point check costs about a pass over the cache lines: loops with very small
     # iterations are not checked (failed checks back off exponentially anyway)
     min_work = 16
-    skipped = np.zeros(2, dtype=np.int64)
+    skipped = np.zeros(4, dtype=np.int64)
     igroup, cmem = _instruction_group(cs, lv)
+    dnow = _dnow_ok(lv)
+    if FOOTPRINTS and dnow and dcache.replacement != "lru":
+        # iterations whose every line is in the L1 D are counted, not walked (exact for a
+        # replacement whose hits change nothing but the last line: random, round-robin)
+        csh = np.array([c.line_bytes.bit_length() - 1 if c else 0 for c in configs], np.int64)
+        fp = _footprints(
+            cs.prog, cs.events, cs.blk_ev, cs.blk_code, cs.rules, lrow, lwork, FP_CAP,
+            FP_MIN_WORK, int(csh[L1D]), csh, fshift, lv.route_i, margin,
+        )  # fmt: skip
+    else:
+        fp = _NO_FOOTPRINTS(len(lwork))
+    rinfo, tinfo, ftl, fcl, fwc, fcx, ffq, fe, fsub, fso, fil = fp
+    # flattened iterations' events follow the blocks' (their ranges shifted to match)
+    events = cs.events
+    if len(fe):
+        rinfo[:, R_FE0] += len(events)
+        rinfo[:, R_FE1] += len(events)
+        events = np.concatenate((events, fe))
     _run(
-        cs.prog, cs.events, cs.blk_ev, cs.blk_code, cs.rules, cs.base, cs.size, fshift, margin,
+        cs.prog, events, cs.blk_ev, cs.blk_code, cs.rules, cs.base, cs.size, fshift, margin,
         lv.route_d, lv.route_i, lv.accd, lv.acci, state.cfg, state.tags, state.stamp,
         state.dirty, state.rr, state.st, cst, mst, lrow, lmove, lwork, min_work, skipped,
-        igroup, cmem, _dnow_ok(lv),
+        igroup, cmem, dnow, rinfo, tinfo, ftl, fcl, fwc, fcx, ffq, fsub, fso, fil, FLATTEN,
+        *(np.ascontiguousarray(events[:, j]) for j in range(6)),
     )  # fmt: skip
     res = _result(lv, memories, cst, mst)
     res.skipped_iterations = int(skipped[0])
     res.fetch_skipped_iterations = int(skipped[1])
+    res.hit_skipped_iterations = int(skipped[2])
+    res.flattened_iterations = int(skipped[3])
     return res
+
+
+# loops whose iteration does more block executions + accesses than FP_CAP are never
+# skipped as a whole (their footprint is not worked out), nor those doing fewer than
+# FP_MIN_WORK (checking costs about as much as walking them)
+FP_CAP = 1024
+FP_MIN_WORK = 12
+
+
+FOOTPRINTS = True  # the shortcuts of whole iterations (off: the plain walk, for tests)
+FLATTEN = True  # ... and flattened loops
+
+
+def _NO_FOOTPRINTS(nrows: int) -> tuple:
+    z = np.zeros((1, 3), dtype=np.int64)
+    return (
+        np.zeros((max(nrows, 1), R_N), dtype=np.int64),
+        np.zeros((max(nrows, 1), N_TAGS, T_N), dtype=np.int64),
+        np.zeros(1, dtype=np.int64), z, z, np.zeros((1, 5), dtype=np.int64), z,
+        np.zeros((0, 6), dtype=np.int64), np.zeros(1, dtype=np.int64), z,
+        np.zeros(1, dtype=np.int64),
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------- recorded traces

@@ -308,3 +308,98 @@ def test_immediate_l1d_lookups_on_devices():
     dev = load_device("stm32f746")
     c = _device_caches(dev)
     assert _dnow_ok(levels(list(dev.memories), c["dcache"], c["icache"]))
+
+
+# ------------------------------------- whole-iteration shortcuts of a non-LRU L1 D
+def _layer_stream(shape: str, skew: int):
+    """A layer's compiled stream with the arena and the constants in two cached memories
+    (like the STM32F746), buffers ``skew`` bytes off word alignment (word accesses then
+    cross lines)."""
+    from test_schedules_m4 import conv_graph
+
+    from mcusim.devices.model import Memory
+    from mcusim.isa.addresses import compile_program, global_address
+    from mcusim.kernels.schedules import schedule_for
+
+    g, op = {
+        "conv": lambda: conv_graph(10, 10, 8, 8, 3),
+        "depthwise": lambda: conv_graph(10, 10, 8, 8, 3, depthwise=True),
+        "pointwise": lambda: conv_graph(12, 12, 16, 16, 1),
+    }[shape]()
+    flash = Memory("flash", "flash", 1 << 20, 64, 5, 1.0, 1.0, (), None, True, 0)
+    ram = Memory("ram", "sram", 1 << 20, 32, 0, 1.0, 1.0, (), None, True, 0)
+    cs = compile_program(
+        schedule_for("armv7em-dsp", g, op),
+        {
+            **{t: global_address(1, 0x4000 * (k + 1) + skew) for k, t in
+               enumerate(("input", "output", "scratch", "stack"))},
+            **{t: global_address(0, 0x8000 * (k + 1) + skew) for k, t in
+               enumerate(("weights", "bias", "const"))},
+        },
+    )  # fmt: skip
+    return cs, [flash, ram]
+
+
+@pytest.mark.parametrize("shape", ["conv", "depthwise", "pointwise"])
+@pytest.mark.parametrize("policy", ["random", "round_robin"])
+@pytest.mark.parametrize("write_back", [True, False])
+@pytest.mark.parametrize("size", [512, 4096])
+@pytest.mark.parametrize("skew", [0, 1, 2])
+def test_whole_iteration_shortcuts_equal_the_walk(
+    monkeypatch, shape, policy, write_back, size, skew
+):
+    """An L1 D whose hits change nothing but its last line (random, round-robin): the
+    all-hit iterations counted without walking them and the flattened loops (only the
+    accesses to sets with a missing line looked up) give every counter of the plain walk,
+    bit for bit -- sequential misses, write-backs, bytes written through included --
+    with the shortcuts taken."""
+    import mcusim.cache as cache
+    from mcusim.cache import CacheConfig, simulate
+
+    cs, mems = _layer_stream(shape, skew)
+    d = CacheConfig(size, 4, 32, policy, write_back, write_back)
+    i = CacheConfig(512, 2, 32, "random")
+    got = simulate(cs, mems, dcache=d, icache=i, fetch_bytes=8)
+    monkeypatch.setattr(cache, "FLATTEN", False)
+    skipped_only = simulate(cs, mems, dcache=d, icache=i, fetch_bytes=8)
+    monkeypatch.setattr(cache, "FOOTPRINTS", False)
+    want = simulate(cs, mems, dcache=d, icache=i, fetch_bytes=8)
+    assert want.hit_skipped_iterations == want.flattened_iterations == 0
+    for res in (got, skipped_only):
+        assert res.caches.keys() == want.caches.keys()
+        for k in want.caches:
+            assert np.array_equal(res.caches[k], want.caches[k]), k
+        for k in want.memories:
+            assert np.array_equal(res.memories[k], want.memories[k]), k
+    assert got.flattened_iterations > 0
+    if size >= 4096 and skew == 0:  # (a 512 B cache rarely holds an iteration's lines)
+        assert skipped_only.hit_skipped_iterations > 0
+    assert want.caches["dcache"][0, 1] > 0  # misses: the caches matter
+
+
+def test_whole_iteration_shortcuts_equal_the_reference():
+    """The same shortcuts against the independent per-access reference caches."""
+    from test_cache import RefCache
+
+    from mcusim.cache import CacheConfig, simulate
+    from mcusim.isa.addresses import MEM_SHIFT, expand
+
+    cs, mems = _layer_stream("conv", 1)
+    d = CacheConfig(1024, 4, 32, "random")
+    i = CacheConfig(512, 2, 32, "round_robin")
+    res = simulate(cs, mems, dcache=d, icache=i, fetch_bytes=8)
+    assert res.flattened_iterations > 0
+    # one reference per level; the two memories' lines never alias (memory index on top)
+    rd, ri = RefCache(d, 0), RefCache(i, 1)
+    for _l, kind, _t, addr, nbytes, write, nacc in expand(cs, fetch=True):
+        if kind == "data":
+            rd.access(addr, nbytes, write, nacc)
+        else:
+            lb = i.line_bytes
+            for line in range(addr // lb, (addr + nbytes - 1) // lb + 1):
+                lo, hi = max(addr, line * lb), min(addr + nbytes, (line + 1) * lb)
+                ri.access_line(line, False, (hi - 1) // 8 - lo // 8 + 1)
+    dc, ic = res.caches["dcache"][0], res.caches["icache"][0]
+    assert (int(dc[0]), int(dc[1]), int(dc[2])) == (rd.hits, rd.misses, rd.writebacks)
+    assert (int(ic[0]), int(ic[1])) == (ri.hits, ri.misses)
+    assert MEM_SHIFT > 32
