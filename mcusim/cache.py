@@ -381,6 +381,43 @@ def _tag_routes(lbase, lsize, rd, nmem, tcl):
                 tcl[2 * t + wr] = NO_ROUTE
 
 
+@njit(cache=True, inline="always")
+def _iteration_routes(row, rinfo, tinfo, ftl, ptr, lbase, lsize, tcl, rd, nmem, out):
+    """Whether every access of one iteration of footprint ``row`` (pointers ``ptr`` at its
+    start) stays inside its buffer and goes to the L1 D or to no simulated level; per tag
+    the level (L1D or -1) in ``out``. Shared by the all-hit skip and the flattened loops."""
+    for k in range(rinfo[row, R_TL0], rinfo[row, R_TL1]):
+        t = ftl[k]
+        has = tinfo[row, t, T_HAS]
+        p = ptr[t]
+        if lsize[t] > 0 and (
+            p + tinfo[row, t, T_MINST] < lbase[t]
+            or p + tinfo[row, t, T_MAXST] >= lbase[t] + lsize[t]
+        ):
+            return False
+        c = -2
+        for w in range(2):
+            if (has >> w) & 1:
+                cw = tcl[2 * t + w]
+                if cw == NO_ROUTE:
+                    m0 = ((p + tinfo[row, t, T_LO]) >> MEM_SHIFT) - 1
+                    m1 = ((p + tinfo[row, t, T_HI] - 1) >> MEM_SHIFT) - 1
+                    if m0 != m1:
+                        cw = -3
+                    elif 0 <= m0 < nmem:
+                        cw = rd[2 * m0 + w]
+                    else:
+                        cw = -1
+                if c == -2 or c == cw:
+                    c = cw
+                else:
+                    c = -3
+        if c != L1D and c != -1:
+            return False
+        out[t] = c
+    return True
+
+
 @njit(cache=True)
 def _run(
     prog, events, blk_ev, blk_code, rules, base, size, fshift, margin,
@@ -551,43 +588,11 @@ def _run(
             if row >= 0 and rinfo[row, R_OK] != 0 and sk_wait[row] > 0:
                 sk_wait[row] -= 1
             elif row >= 0 and rinfo[row, R_OK] != 0:
-                ok = True
                 # every access inside its buffer (nothing wraps) and going to the L1 D or
                 # to no simulated level
-                for k in range(rinfo[row, R_TL0], rinfo[row, R_TL1]):
-                    t = ftl[k]
-                    has = tinfo[row, t, T_HAS]
-                    p = ptr[t]
-                    if lsize[t] > 0 and (
-                        p + tinfo[row, t, T_MINST] < lbase[t]
-                        or p + tinfo[row, t, T_MAXST] >= lbase[t] + lsize[t]
-                    ):
-                        ok = False
-                        break
-                    c = -2
-                    for w in range(2):
-                        if (has >> w) & 1:
-                            cw = tcl[2 * t + w]
-                            if cw == NO_ROUTE:
-                                m0 = ((p + tinfo[row, t, T_LO]) >> MEM_SHIFT) - 1
-                                m1 = ((p + tinfo[row, t, T_HI] - 1) >> MEM_SHIFT) - 1
-                                if m0 != m1:
-                                    cw = -3
-                                elif 0 <= m0 < nmem:
-                                    cw = rd[2 * m0 + w]
-                                else:
-                                    cw = -1
-                            if c == -2 or c == cw:
-                                c = cw
-                            else:
-                                c = -3
-                    if c == L1D:
-                        sim_t[t] = 1
-                    elif c == -1:
-                        sim_t[t] = 0
-                    else:
-                        ok = False
-                        break
+                ok = _iteration_routes(
+                    row, rinfo, tinfo, ftl, ptr, lbase, lsize, tcl, rd, nmem, sim_t
+                )
                 # every line it touches is in the L1 D (a failed probe starts there next)
                 if ok:
                     c0 = rinfo[row, R_CL0]
@@ -598,7 +603,7 @@ def _run(
                         if j >= nc:
                             j -= nc
                         t = fcl[c0 + j, 0]
-                        if sim_t[t] == 0:
+                        if sim_t[t] != L1D:
                             continue
                         a1 = (ptr[t] + fcl[c0 + j, 2] - 1) >> dsh
                         for ln in range((ptr[t] + fcl[c0 + j, 1]) >> dsh, a1 + 1):
@@ -623,7 +628,7 @@ def _run(
                     bt = -1
                     for k in range(rinfo[row, R_TL0], rinfo[row, R_TL1]):
                         t = ftl[k]
-                        if sim_t[t] == 0:
+                        if sim_t[t] != L1D:
                             continue
                         p = ptr[t]
                         wsum += tinfo[row, t, T_W]
@@ -645,7 +650,7 @@ def _run(
                     if dwb:
                         for k in range(rinfo[row, R_WC0], rinfo[row, R_WC1]):
                             t = fwc[k, 0]
-                            if sim_t[t] == 0:
+                            if sim_t[t] != L1D:
                                 continue
                             a1 = (ptr[t] + fwc[k, 2] - 1) >> dsh
                             for ln in range((ptr[t] + fwc[k, 1]) >> dsh, a1 + 1):
@@ -742,40 +747,9 @@ def _run(
             e1 = rinfo[frow, R_FE1]
             # when every access goes to the L1 D or nowhere and stays inside its buffer
             # (as the all-hit check works it out), the events below skip those checks
-            fast = dnow
-            if fast:
-                for k in range(rinfo[frow, R_TL0], rinfo[frow, R_TL1]):
-                    t = ftl[k]
-                    has = tinfo[frow, t, T_HAS]
-                    p = ptr[t]
-                    if lsize[t] > 0 and (
-                        p + tinfo[frow, t, T_MINST] < lbase[t]
-                        or p + tinfo[frow, t, T_MAXST] >= lbase[t] + lsize[t]
-                    ):
-                        fast = False
-                        break
-                    c = -2
-                    for w in range(2):
-                        if (has >> w) & 1:
-                            cw = tcl[2 * t + w]
-                            if cw == NO_ROUTE:
-                                m0 = ((p + tinfo[frow, t, T_LO]) >> MEM_SHIFT) - 1
-                                m1 = ((p + tinfo[frow, t, T_HI] - 1) >> MEM_SHIFT) - 1
-                                if m0 != m1:
-                                    cw = -3
-                                elif 0 <= m0 < nmem:
-                                    cw = rd[2 * m0 + w]
-                                else:
-                                    cw = -1
-                            if c == -2 or c == cw:
-                                c = cw
-                            else:
-                                c = -3
-                    if c == L1D or c == -1:
-                        fr_t[t] = c
-                    else:
-                        fast = False
-                        break
+            fast = dnow and _iteration_routes(
+                frow, rinfo, tinfo, ftl, ptr, lbase, lsize, tcl, rd, nmem, fr_t
+            )
             # Exact shortcut: the lines of the iteration missing from the L1 D now are the
             # only ones that can miss, and their misses evict lines of their own sets only;
             # so accesses to lines of the other sets hit and change nothing (the
