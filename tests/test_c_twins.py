@@ -297,19 +297,20 @@ def test_bad_arguments_return_error():
 # ------------------------------------------------------------------ firmware (Unicorn)
 
 
-def _firmware_or_skip(cc: str):
-    # unicorn/capstone are the optional `firmware` extra; mcusim.firmware itself must import
+def _firmware_or_skip(cc: str, core: str = "cortex-m4"):
+    """The Unicorn harness with every twin built by ``cc`` for ``core``; skips when the
+    optional `firmware` extra (unicorn/capstone) or the compiler is missing."""
     pytest.importorskip("capstone", reason="the `firmware` extra (capstone) is not installed")
     pytest.importorskip("unicorn", reason="the `firmware` extra (unicorn) is not installed")
     from mcusim.firmware import gcc_available, harness_for, zig_available
 
-    if cc == "gcc" and not gcc_available("cortex-m4"):
+    if cc == "gcc" and not gcc_available(core):
         pytest.skip("arm-none-eabi-gcc not installed")
     if cc == "zig" and not zig_available():
         pytest.skip("ziglang not installed (pip install ziglang)")
     from mcusim.firmware.layer import build_twins
 
-    return harness_for(build_twins("cortex-m4", cc).elf, "cortex-m4")
+    return harness_for(build_twins(core, cc).elf, core)
 
 
 @pytest.mark.parametrize("cc", ["gcc", "zig"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_c_twins import DW_CASES, assert_same, dw_case
+from test_c_twins import DW_CASES, _firmware_or_skip, assert_same, dw_case
 
 EXTRA = {
     "3x3_s1_c4_small": (dict(h=2, w=3, cin=4, mult=1, k=(3, 3)), "3x3"),
@@ -19,19 +19,6 @@ EXTRA = {
         "3x3",
     ),
 }
-
-
-def _harness(core: str, cc: str):
-    pytest.importorskip("capstone", reason="the `firmware` extra (capstone) is not installed")
-    pytest.importorskip("unicorn", reason="the `firmware` extra (unicorn) is not installed")
-    from mcusim.firmware import gcc_available, harness_for, zig_available
-    from mcusim.firmware.layer import build_twins
-
-    if cc == "gcc" and not gcc_available(core):
-        pytest.skip("arm-none-eabi-gcc not installed")
-    if cc == "zig" and not zig_available():
-        pytest.skip("ziglang not installed (pip install ziglang)")
-    return harness_for(build_twins(core, cc).elf, core)
 
 
 def _left_shift(g, op):
@@ -46,7 +33,7 @@ def test_depthwise_firmware_bit_exact(core, cc):
     from mcusim.firmware.layer import marshal, run_firmware
     from mcusim.kernels import kernel_for
 
-    h = _harness(core, cc)
+    h = _firmware_or_skip(cc, core)
     cases = {**DW_CASES, **EXTRA}
     for name, (spec, path) in cases.items():
         for lshift in (False, True):

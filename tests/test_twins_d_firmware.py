@@ -10,24 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_c_twins import OneOp, _q, assert_same
+from test_c_twins import OneOp, _firmware_or_skip, _q, assert_same
 
 from mcusim.dtypes import INT8, INT32
 from mcusim.graph import Tensor
 from mcusim.ops import ElementwiseAttrs, FullyConnectedAttrs, SoftmaxAttrs
-
-
-def _harness(cc: str, core: str):
-    pytest.importorskip("capstone", reason="the `firmware` extra (capstone) is not installed")
-    pytest.importorskip("unicorn", reason="the `firmware` extra (unicorn) is not installed")
-    from mcusim.firmware import gcc_available, harness_for, zig_available
-    from mcusim.firmware.layer import build_twins
-
-    if cc == "gcc" and not gcc_available(core):
-        pytest.skip("arm-none-eabi-gcc not installed")
-    if cc == "zig" and not zig_available():
-        pytest.skip("ziglang not installed (pip install ziglang)")
-    return harness_for(build_twins(core, cc).elf, core)
 
 
 def _check(h, device, g, op, xs):
@@ -93,7 +80,7 @@ CASES = {
 @pytest.mark.parametrize("core,device", [("cortex-m4", "stm32l4r5"), ("cortex-m7", "stm32f746")])
 @pytest.mark.parametrize("cc", ["gcc", "zig"])
 def test_twins_bit_exact_in_firmware(cc, core, device):
-    h = _harness(cc, core)
+    h = _firmware_or_skip(cc, core)
     for name, make in CASES.items():
         g, op, xs = make()
         try:
