@@ -23,7 +23,9 @@ from importlib import resources
 
 from mcusim.errors import UserError
 
-STREAM_TAGS = ("input", "input2", "output", "weights", "bias", "const", "scratch", "stack")
+STREAM_TAGS = (
+    "input", "input2", "output", "weights", "bias", "const", "scratch", "stack", "qparams",
+)  # fmt: skip
 CONDITIONS = ("eq ne cs hs cc lo mi pl vs vc hi ls ge lt gt le al").split()
 
 _REG_ALIASES = {"sp": 13, "lr": 14, "pc": 15, "ip": 12, "fp": 11, "sl": 10, "sb": 9}

@@ -2127,7 +2127,6 @@ class _Layout:
     const_base: int
     shares_code: bool
     const_off: dict[str, int]
-    qparams: dict[int, int]
     end_const: int
     stack: int
     scratch: dict[str, int]
@@ -2158,11 +2157,6 @@ def _layout(graph, plan, device) -> _Layout:
             if n and t[n].is_const and n not in const_off:
                 const_off[n] = coff
                 coff = _align(coff + t[n].nbytes)
-    qparams: dict[int, int] = {}
-    for i, op in enumerate(graph.ops):
-        if op.kind in MAC_KINDS:
-            qparams[i] = coff
-            coff = _align(coff + 8 * int(t[op.outputs[0]].shape[-1]))
     ai = idx[arena.name]
     lay = _Layout(
         arena_index=ai,
@@ -2171,7 +2165,6 @@ def _layout(graph, plan, device) -> _Layout:
         const_base=consts.base_address,
         shares_code=consts.name == code.name,
         const_off=const_off,
-        qparams=qparams,
         end_const=coff,
         stack=global_address(ai, arena.base_address + max(arena.size - STACK_HEADROOM, 0) // 8 * 8),
         scratch={b.key: b.size for b in plan.buffers if b.key.startswith("scratch:")},
@@ -2223,11 +2216,16 @@ def layer_bases(graph, plan, device, code_bytes: int, i: int) -> dict[str, tuple
         if len(op.inputs) > 2 and op.inputs[2]:
             bias = op.inputs[2]
             b["bias"] = (at_const(const_off.get(bias, end_const)), t[bias].nbytes)
-        b["const"] = (at_const(lay.qparams[i]), 8 * int(t[y].shape[-1]))
+        b["const"] = (at_const(end_const), 0)  # literal pools
     else:
         first = (at_const(const_off[cins[0]]), t[cins[0]].nbytes) if cins else None
         for tag in ("weights", "bias", "const"):
             b[tag] = first or (at_const(end_const), 0)
+    key = f"qparams:{i}"
+    q = plan.offsets.get(key)
+    b["qparams"] = (
+        (at_arena(q), plan.persistent[key]) if q is not None else (at_arena(plan.peak_bytes), 0)
+    )
     return b
 
 
@@ -2237,8 +2235,10 @@ def stream_bases(graph, plan, device, code_bytes: int) -> list[dict[str, tuple[i
 
     Activations (input, input2, output) and scratch sit at their arena-plan offsets in the
     arena memory; constant tensors are laid out in op order (16-byte aligned) in the
-    constants memory (after the code if code shares it), followed per MAC op by its
-    per-channel requantization parameters (the "const" stream); the stack pointer starts
+    constants memory (after the code if code shares it); the per-channel requantization
+    parameters of each MAC op (the "qparams" stream) are the arena plan's persistent
+    buffers at the arena's tail, as TFLite Micro allocates them at init; literal pools
+    ("const" of a MAC op) point past the constants; the stack pointer starts
     ``STACK_HEADROOM`` bytes below the top of the arena memory."""
     return [layer_bases(graph, plan, device, code_bytes, i) for i in range(len(graph.ops))]
 
@@ -2284,12 +2284,22 @@ def simulate_layer(graph, program, plan, device, index: int):
     path and the per-layer bench see a layer whose neighbours run no CPU code): equal to
     ``simulate_model`` with every other layer an empty Program, ``.layer(index)``, without
     compiling or walking the other layers. Returns a mcusim.costs.LayerCacheStats."""
-    from mcusim.isa.addresses import compile_programs, global_address
+    from mcusim.isa.addresses import global_address
 
     code = device.memory_for("code")
     ci = [m.name for m in device.memories].index(code.name)
     bases = layer_bases(graph, plan, device, code_size([program]), index)
-    cs = compile_programs([program], [bases], code_base=global_address(ci, code.base_address))
+    return simulate_at(program, device, bases, global_address(ci, code.base_address))
+
+
+def simulate_at(program, device, bases: dict[str, tuple[int, int]], code_base: int):
+    """The cache simulation of one schedule alone, caches cold, with its stream pointers
+    at ``bases`` (tag -> (global address, buffer bytes)) and its code from ``code_base``:
+    the simulator's side of a firmware cross-check, whose twin runs cold with its buffers
+    where the harness put them. Returns a mcusim.costs.LayerCacheStats."""
+    from mcusim.isa.addresses import compile_programs
+
+    cs = compile_programs([program], [bases], code_base=code_base)
     return simulate(cs, list(device.memories), **_device_caches(device)).layer(0)
 
 

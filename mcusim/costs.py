@@ -37,7 +37,10 @@ STREAM_ROLE = {
     "stack": "arena",
     "weights": "constants",
     "bias": "constants",
-    "const": "constants",
+    "const": "constants",  # literal pools, constant tensors read by non-MAC ops
+    # per-channel requantization parameters / thresholds the runtime prepares at init
+    # (TFLite Micro: persistent buffers at the tail of the arena)
+    "qparams": "arena",
 }
 
 

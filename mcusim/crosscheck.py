@@ -9,6 +9,14 @@ simulator's cycles for the layer (mcusim.runner device costs: compute + memory s
 the firmware's trace-driven cycles (mcusim.firmware.trace) and their difference in
 percent of the simulator's.
 
+Like for like: the firmware runs one layer alone, caches cold, with its buffers where the
+harness put them. On a device with caches (or a flash accelerator) the simulator's cycles
+that are compared are therefore its schedule's address stream simulated the same way:
+alone, cold, each stream at the twin's buffer and the code at the twin's entry
+(``sim_cycles``). The layer's cycles inside the whole model run, as ``mcusim run`` reports
+them (caches warm from the previous layer, the runner's memory layout), are
+``sim_model_cycles``; without caches the two are the same number.
+
 The twin follows the device's ISA family: on ``rv32-xpulpnn`` / ``rv32-xpulpv2`` conv2d
 and fully_connected run the Xpulp twin (kernels/c/pulp.c, pv.sdot* emulated by the RV32
 harness) where its dot widths fit (mcusim.firmware.layer.pulp_bits); W1A1 layers run the
@@ -42,7 +50,8 @@ class LayerCheck:
     mismatch: dict | None = None  # {"index", "firmware", "simulator", "count"}
     instructions: int | None = None  # firmware, executed
     sim_instructions: int | None = None
-    sim_cycles: int | None = None  # simulator: compute + stalls
+    sim_cycles: int | None = None  # simulator: compute + stalls, as the firmware ran it
+    sim_model_cycles: int | None = None  # simulator: the layer inside the model run
     sim_compute_cycles: int | None = None
     fw_cycles: int | None = None  # firmware trace: compute + stalls
     fw_compute_cycles: int | None = None
@@ -131,6 +140,7 @@ def crosscheck(
     from mcusim.devices.loader import load_device
     from mcusim.devices.model import Device
 
+    from .cache import needs_simulation
     from .firmware import Tracer, harness_for
     from .firmware.layer import (
         PULP_ENTRY,
@@ -179,6 +189,7 @@ def crosscheck(
     env = compute_outputs(m, xs)
     prepared = m.prepared()
     tracer = Tracer(device=dev)
+    cached = needs_simulation(dev)
     family = _isa_family(dev)
     rows: list[LayerCheck] = []
     for i in sel:
@@ -191,6 +202,7 @@ def crosscheck(
             sim_kernel=tm.kernel,
             sim_instructions=int(cost.instructions),
             sim_cycles=int(cost.cycles),
+            sim_model_cycles=int(cost.cycles),
             sim_compute_cycles=int(cost.compute_cycles),
         )
         rows.append(row)
@@ -231,6 +243,8 @@ def crosscheck(
         if use_qemu:
             continue
         tr = run.result.trace
+        if cached:
+            row.sim_cycles = _as_run_cycles(dev, tm, call, run, h)
         row.instructions = int(tr.instructions)
         row.fw_cycles = int(tr.cycles)
         row.fw_compute_cycles = int(tr.compute_cycles)
@@ -245,6 +259,21 @@ def crosscheck(
     return CrosscheckReport(g.name, dev.name, core, compiler, version, tuple(flags), rows)
 
 
+def _as_run_cycles(dev, tm, call, run, harness) -> int:
+    """The simulator's cycles for the layer's schedule run as the firmware ran the twin:
+    alone, caches cold, streams at the twin's buffers, code at its entry."""
+    from .cache import simulate_at
+    from .costs import layer_cost
+    from .firmware.layer import stream_layout
+
+    bases, code_base = stream_layout(call, run, harness, dev)
+    stats = simulate_at(tm.program, dev, bases, code_base)
+    cost = layer_cost(
+        dev, tm.compute_cycles, tm.instructions, tm.code_bytes, tm.streams, {}, cache=stats
+    )
+    return int(cost.cycles)
+
+
 def format_table(rep: CrosscheckReport):
     from rich.table import Table
 
@@ -257,7 +286,8 @@ def format_table(rep: CrosscheckReport):
         ("op", "left"),
         ("bit-exact", "left"),
         ("fw instr", "right"),
-        ("sim cycles", "right"),
+        ("sim cycles (model)", "right"),
+        ("sim cycles (as run)", "right"),
         ("fw cycles", "right"),
         ("delta %", "right"),
         ("compute delta %", "right"),
@@ -265,7 +295,7 @@ def format_table(rep: CrosscheckReport):
         t.add_column(col, justify=j)
     for r in rep.layers:
         if r.skipped:
-            t.add_row(str(r.index), r.op, f"skipped: {r.skipped}", "", "", "", "", "")
+            t.add_row(str(r.index), r.op, f"skipped: {r.skipped}", "", "", "", "", "", "")
             continue
         exact = "yes" if r.bit_exact else (
             f"NO: [{r.mismatch['index']}] fw {r.mismatch['firmware']} sim "
@@ -276,6 +306,7 @@ def format_table(rep: CrosscheckReport):
             r.op,
             exact,
             f"{r.instructions:,}" if r.instructions is not None else "-",
+            f"{r.sim_model_cycles:,}",
             f"{r.sim_cycles:,}",
             f"{r.fw_cycles:,}" if r.fw_cycles is not None else "-",
             f"{r.delta_pct:+.1f}" if r.delta_pct is not None else "",

@@ -3,12 +3,15 @@
 Each non-constant tensor lives from the op that produces it (graph inputs: from the start)
 to the last op that reads it (graph outputs: to the end); each op's scratch buffer lives
 during that op only. Buffers are placed largest first at the lowest aligned offset that
-does not overlap, in time and space, a buffer already placed. Peak RAM is the arena size.
+does not overlap, in time and space, a buffer already placed. Persistent buffers (the
+per-channel requantization parameters a runtime prepares at init: TFLite Micro's
+``AllocatePersistentBuffer``) live for the whole run and sit after them, at the arena's
+tail. Peak RAM is the arena size, persistent buffers included.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .graph import Graph
 
@@ -27,7 +30,12 @@ class Buffer:
 class ArenaPlan:
     offsets: dict[str, int]
     buffers: tuple[Buffer, ...]
-    peak_bytes: int
+    peak_bytes: int  # the whole arena: planned buffers + persistent ones
+    persistent: dict[str, int] = field(default_factory=dict)  # key -> bytes, at the tail
+
+    @property
+    def persistent_bytes(self) -> int:
+        return sum(_align(n) for n in self.persistent.values())
 
 
 def _align(n: int) -> int:
@@ -54,7 +62,26 @@ def lifetimes(graph: Graph, scratch: dict[int, int] | None = None) -> list[Buffe
     return bufs
 
 
-def plan_arena(graph: Graph, scratch: dict[int, int] | None = None) -> ArenaPlan:
+def qparam_buffers(graph: Graph, ops=None) -> dict[str, int]:
+    """The persistent requantization buffers of every MAC op (``qparams:<op index>``):
+    int32 multiplier + int32 shift per output channel, what CMSIS-NN kernels read through
+    TFLite Micro's per-channel arrays (and the schedules' "qparams" stream addresses).
+    ``ops``: the op indices that run on the CPU (None: all)."""
+    from .precision import MAC_KINDS
+
+    return {
+        f"qparams:{i}": 8 * int(graph.tensors[op.outputs[0]].shape[-1])
+        for i, op in enumerate(graph.ops)
+        if op.kind in MAC_KINDS
+        and op.outputs
+        and graph.tensors[op.outputs[0]].shape
+        and (ops is None or i in ops)
+    }
+
+
+def plan_arena(
+    graph: Graph, scratch: dict[int, int] | None = None, persistent: dict[str, int] | None = None
+) -> ArenaPlan:
     bufs = lifetimes(graph, scratch)
     order = sorted(bufs, key=lambda b: (-b.size, b.first, b.key))
     placed: list[tuple[int, int, Buffer]] = []  # (offset, end, buffer)
@@ -69,4 +96,8 @@ def plan_arena(graph: Graph, scratch: dict[int, int] | None = None) -> ArenaPlan
         offsets[b.key] = off
         placed.append((off, off + b.size, b))
     peak = max((e for _, e, _ in placed), default=0)
-    return ArenaPlan(offsets, tuple(bufs), peak)
+    tail = _align(peak) if persistent else peak
+    for key, size in (persistent or {}).items():
+        offsets[key] = tail
+        tail = _align(tail + size)
+    return ArenaPlan(offsets, tuple(bufs), tail, dict(persistent or {}))

@@ -26,7 +26,7 @@ from .costs import LayerCost, StreamUse, layer_cost
 from .errors import FitError, UserError
 from .graph import Graph, Op
 from .inputs import check_inputs, random_inputs
-from .memory_plan import ArenaPlan, plan_arena
+from .memory_plan import ArenaPlan, plan_arena, qparam_buffers
 from .model import Model, load
 from .placement import Placement, Transfer
 from .stats import constant_bytes, op_macs
@@ -91,7 +91,7 @@ def device_costs(model: Model, device: Device) -> DeviceCosts:
         model._costs[key] = dc
         return dc
     timings = tuple(time_op(device, g, op) for op in g.ops)
-    plan = plan_arena(g, {i: tm.scratch_bytes for i, tm in enumerate(timings)})
+    plan = plan_arena(g, {i: tm.scratch_bytes for i, tm in enumerate(timings)}, qparam_buffers(g))
     flash = constant_bytes(g)
     check_fit(model, device, plan.peak_bytes, flash)
     from .cache import needs_simulation, simulate_model  # numba: imported when needed
@@ -258,7 +258,9 @@ def hetero_costs(model: Model, device: Device, tile: NpuTile, pl: Placement) -> 
         for i in cpu_ops:
             timings[i] = time_op(device, g, g.ops[i])
     view = cpu_view(g, pl, shared)
-    plan = plan_arena(view, {i: tm.scratch_bytes for i, tm in timings.items()})
+    plan = plan_arena(
+        view, {i: tm.scratch_bytes for i, tm in timings.items()}, qparam_buffers(view, set(cpu_ops))
+    )
     flash = constant_bytes(g)
     check_fit(model, device, plan.peak_bytes, flash)
     cpu: dict[int, tuple[OpTiming, LayerCost, object]] = {}

@@ -24,7 +24,8 @@ BASES = {
     "scratch": S,
     "weights": W,
     "bias": B,
-    "const": Q,
+    "const": 0x7000,
+    "qparams": Q,
     "stack": SP,
 }
 
@@ -287,7 +288,7 @@ def test_mve_conv_stream():
     # bias / multiplier per channel; the scatter store of 4 pixels' bytes is one 4-byte
     # access at the first pixel's output of that channel
     assert [a for a, _, _ in s["bias"]] == [B, B + 4]
-    assert [a for a, _, _ in s["const"]][::2] == [Q, Q + 4]
+    assert [a for a, _, _ in s["qparams"]][::2] == [Q, Q + 4]
     assert [(a, n, w) for a, n, w in s["output"]] == [(Y, 4, True), (Y + 1, 4, True)]
 
 
@@ -345,7 +346,7 @@ def test_armv6m_conv_stream():
     # bias: the pair's two words; parameters: 8 bytes per channel (shift, multiplier
     # through pointers the C code does not move: one folded 8-byte step per channel)
     assert [a for a, _, _ in s["bias"]] == [B, B + 4] * 2
-    assert [a for a, _, _ in s["const"]] == [Q, Q, Q + 8, Q + 8, Q + 8, Q + 8, Q, Q] * 2
+    assert [a for a, _, _ in s["qparams"]] == [Q, Q, Q + 8, Q + 8, Q + 8, Q + 8, Q, Q] * 2
 
 
 def _other_layer(kind):
@@ -415,7 +416,7 @@ def test_mve_and_armv6m_streams_stay_inside_their_buffers(isa, kind, full):
     if len(op.inputs) > 1:
         size["weights"] = g.tensor(op.inputs[1]).nbytes
         size["bias"] = g.tensor(op.inputs[2]).nbytes
-        size["const"] = 8 * int(g.tensor(op.outputs[0]).shape[-1])
+        size["qparams"] = 8 * int(g.tensor(op.outputs[0]).shape[-1])
     size["scratch"] = scratch_bytes(g, op, p)
     overread = "mat_mult_nt_t_s8 (MVE)" in p.kernel
     for tag, n in size.items():

@@ -52,9 +52,11 @@ def test_report_fields(kws_report):
         assert r.skipped is None
         assert r.bit_exact is True and r.mismatch is None
         assert r.twin and r.instructions > 0
-        # the simulator's numbers are the runner's, unchanged
-        assert r.sim_cycles == dc.costs[r.index].cycles
+        # the model-run numbers are the runner's, unchanged; the compared ones are the same
+        # schedule (same compute) with its memory stalls simulated as the firmware ran
+        assert r.sim_model_cycles == dc.costs[r.index].cycles
         assert r.sim_compute_cycles == dc.costs[r.index].compute_cycles
+        assert r.sim_cycles > r.sim_compute_cycles
         assert r.sim_kernel == dc.timings[r.index].kernel
         assert r.fw_cycles >= r.fw_compute_cycles > 0
         assert r.delta_pct == pytest.approx(
@@ -266,3 +268,54 @@ def test_binary_graph_on_cortex_m4():
     assert "XNOR" in conv.twin and "XNOR" in fc.twin and flat.twin == "memcpy"
     for r in (conv, fc):
         assert r.unmodeled == {} and r.fw_compute_cycles > 0
+
+
+def test_as_run_layout_is_the_twins_buffers():
+    """The simulator's side of the comparison puts every schedule stream on the twin's
+    buffer (weights/bias in flash = the constants memory, per-channel parameters and
+    activations in RAM = the arena memory, code at the entry), and its cold simulation
+    there is what the report compares."""
+    from mcusim.cache import simulate_at
+    from mcusim.costs import layer_cost
+    from mcusim.devices.loader import load_device
+    from mcusim.firmware import Tracer, harness_for
+    from mcusim.firmware.layer import build_twins, marshal, run_firmware, stream_layout
+    from mcusim.firmware.trace import device_address
+    from mcusim.inputs import random_inputs
+    from mcusim.isa.addresses import memory_of
+    from mcusim.model import load
+    from mcusim.runner import compute_outputs, device_costs
+
+    cc = _cc()
+    m = load(model_path("kws_ref_model"))
+    dev = load_device("stm32l4r5")
+    g = m.graph
+    env = compute_outputs(m, random_inputs(g, 0))
+    i = 1  # depthwise 3x3
+    p = m.prepared()[i]
+    call = marshal(g, g.ops[i], p.params, [env[n] for n in p.inputs])
+    h = harness_for(build_twins("cortex-m4", cc).elf, "cortex-m4")
+    run = run_firmware(call, h, tracer=Tracer(device=dev))
+    bases, code = stream_layout(call, run, h, dev)
+    names = [mm.name for mm in dev.memories]
+    flash, ram = (
+        names.index(dev.memory_for("constants").name),
+        names.index(dev.memory_for("arena").name),
+    )
+    for tag, buf in [("input", "input"), ("output", "output"), ("weights", "weights"),
+                     ("bias", "bias"), ("qparams", "mult")]:  # fmt: skip
+        assert bases[tag][0] == device_address(dev, h, run.addrs[buf])
+    assert memory_of(bases["weights"][0]) == memory_of(bases["bias"][0]) == flash
+    assert memory_of(bases["qparams"][0]) == memory_of(bases["input"][0]) == ram
+    assert bases["weights"][1] == 9 * 64 and bases["qparams"][1] == 4 * 64
+    assert code == device_address(dev, h, h.symbol(call.entry) & ~1, fetch=True)
+    tm = device_costs(m, dev).timings[i]
+    st = simulate_at(tm.program, dev, bases, code)
+    cost = layer_cost(dev, tm.compute_cycles, tm.instructions, tm.code_bytes, tm.streams, {},
+                      cache=st)  # fmt: skip
+    from mcusim.crosscheck import crosscheck
+
+    rep = crosscheck(m, dev, layers=[i], cc=cc)
+    assert rep.layers[0].sim_cycles == cost.cycles
+    # cold, alone: fewer flash-accelerator misses than inside the model, never zero
+    assert 0 < st.levels["flash_accel_d"]["misses"]

@@ -126,7 +126,7 @@ def test_fully_connected_8x2_by_hand():
     assert res.stream("weights").read_bytes == 16 and res.stream("weights").reads == 16
     assert res.stream("bias").read_bytes == 8
     assert res.stream("output").write_bytes == 2
-    assert "const" not in res.streams  # per-tensor multiplier/shift live on the stack
+    assert "qparams" not in res.streams  # per-tensor multiplier/shift live on the stack
     # the M4 (DSP path) runs the same layer over 2x faster (230 cycles: with 8 columns
     # GCC's per-row-pair setup and requantize + clamp, ~120 cycles, dominate the M4 run)
     assert res.cycles > 2 * M4.time(schedule_for("armv7em-dsp", g, op)).cycles == 2 * 230
@@ -224,7 +224,7 @@ def test_convolve_s8_stream_bytes_hand_formula():
     assert res.stream("scratch").read_bytes == pix * rhs_cols + kernel_reads
     assert res.stream("output").write_bytes == pix * out_c
     # per-channel multiplier and shift loaded for every output
-    assert res.stream("const").read_bytes == pix * out_c * 8
+    assert res.stream("qparams").read_bytes == pix * out_c * 8
 
 
 def test_1x1_fast_stream_bytes_hand_formula():
@@ -304,7 +304,7 @@ def test_per_channel_fc_loads_row_params():
     g.tensors["w"].quant = _q(6, axis=0)
     r = M0.time(schedule_for("armv6m", g, op))
     assert r.kernel.startswith("arm_fully_connected_per_channel_s8")
-    assert r.stream("const").read_bytes == 6 * 8
+    assert r.stream("qparams").read_bytes == 6 * 8
     assert r.stream("weights").read_bytes == 6 * 32
 
 

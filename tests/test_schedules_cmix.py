@@ -222,7 +222,7 @@ def test_w4a4_conv_stream_bytes_packed():
     assert res.stream("scratch").write_bytes == pix * 2 * k_cols
     assert res.stream("scratch").read_bytes == (pairs * 2 + odd) * (out_c // 2) * 2 * k_cols
     assert res.stream("bias").read_bytes == (pairs + odd) * out_c * 4
-    assert res.stream("const").read_bytes == pix * out_c * 8  # multiplier + shift
+    assert res.stream("qparams").read_bytes == pix * out_c * 8  # multiplier + shift
     assert res.macs == pix * out_c * k_cols
 
 
@@ -231,11 +231,11 @@ def test_threshold_outputs_read_n_thresholds_per_output():
     # thresholds of the channel per output
     g, op = mac_graph("W2A2", h=4, w=4, cin=16, cout=4, thresholds=True)
     res = M4.time(schedule_for("cortex-m4", g, op))
-    assert res.stream("const").read_bytes == 16 * 4 * 2 * 4
+    assert res.stream("qparams").read_bytes == 16 * 4 * 2 * 4
     # binary outputs: one threshold per output
     g, op = mac_graph("W1A1", h=4, w=4, cin=32, cout=4, padding="valid", k=1)
     res = M4.time(schedule_for("cortex-m4", g, op))
-    assert res.stream("const").read_bytes == 16 * 4 * 1 * 4
+    assert res.stream("qparams").read_bytes == 16 * 4 * 1 * 4
     # int2/binary outputs: read-modify-write of the output byte per pixel and channel pair
     assert res.stream("output").write_bytes == 16 * 2
 

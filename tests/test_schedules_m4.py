@@ -195,7 +195,7 @@ def test_fully_connected_4x2_by_hand():
     assert res.stream("weights").read_bytes == 8 and res.stream("weights").reads == 2
     assert res.stream("bias").read_bytes == 8
     assert res.stream("output").write_bytes == 2
-    assert "const" not in res.streams
+    assert "qparams" not in res.streams
 
 
 def test_reshape_copy_by_hand():
@@ -256,7 +256,7 @@ def test_convolve_s8_stream_bytes_hand_formula():
     assert res.stream("output").write_bytes == pix * out_c
     assert res.stream("bias").read_bytes == (pairs + odd) * out_c * 4
     # per-channel multiplier and shift reloaded for every output (int8 stores may alias)
-    assert res.stream("const").read_bytes == pix * out_c * 8
+    assert res.stream("qparams").read_bytes == pix * out_c * 8
 
 
 def test_1x1_fast_stream_bytes_hand_formula():
@@ -354,9 +354,9 @@ def test_per_channel_fc_loads_row_params():
     g.tensors["w"].quant = _q(6, axis=0)
     r = M4.time(schedule_for("armv7em-dsp", g, op))
     assert r.kernel.startswith("arm_fully_connected_per_channel_s8")
-    assert r.stream("const").read_bytes == 6 * 8  # multiplier + shift per output row
+    assert r.stream("qparams").read_bytes == 6 * 8  # multiplier + shift per output row
     g, op = fc_graph(32, 6)
-    assert "const" not in M4.time(schedule_for("armv7em-dsp", g, op)).streams
+    assert "qparams" not in M4.time(schedule_for("armv7em-dsp", g, op)).streams
 
 
 def test_non_int8_activations_are_rejected_clearly():

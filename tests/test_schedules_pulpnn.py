@@ -112,7 +112,7 @@ def test_int8_conv_stream_bytes_by_hand():
     assert s["weights"].read_bytes == pairs * 8 * k
     assert s["scratch"].read_bytes == pairs * 2 * (2 * k)
     assert s["bias"].read_bytes == pairs * 8 * 4
-    assert s["const"].read_bytes == pairs * 8 * 2 * 4  # kappa + lambda per channel
+    assert s["qparams"].read_bytes == pairs * 8 * 2 * 4  # kappa + lambda per channel
     assert s["output"].write_bytes == 6 * 6 * 8
     assert prog.macs == 36 * 8 * k and prog.scratch_bytes == 2 * k  # two im2col columns
 
@@ -249,9 +249,9 @@ def test_threshold_tree_on_xpulpv2_qnt_on_xpulpnn():
     nn = core_timing("xpulpnn").time(pulpnn_xpulpnn.schedule(g, op))
     assert v2.loops["thr_tree_outputs"].iterations == outs  # a tree call per output
     # the tree reads 4 int16 thresholds per output (4 levels), pv.qnt.n 4 too
-    assert v2.stream("const").read_bytes == 4 * 2 * outs
+    assert v2.stream("qparams").read_bytes == 4 * 2 * outs
     assert "thr_tree_outputs" not in nn.loops
-    assert nn.stream("const").read_bytes == 4 * 2 * outs
+    assert nn.stream("qparams").read_bytes == 4 * 2 * outs
 
 
 def test_models_on_xpulpnn_faster_than_on_one_ri5cy():

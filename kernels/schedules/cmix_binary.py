@@ -107,7 +107,7 @@ def binary_epilogue(src: str, col: int, correction: bool) -> str:
     """popcount -> n - 2 * popcount (+ bias): n per column on the stack."""
     t = f"mov    r0, {src}\n"
     if correction:
-        t += "ldr    r2, [lr], #4    {const}       ; padding popcount of (class, channel)\n"
+        t += "ldr    r2, [lr], #4    {qparams}       ; padding popcount of (class, channel)\n"
         t += "sub    r0, r0, r2\n"
     t += f"ldr    r1, [sp, #{32 + 4 * col}]          ; valid bits n\n"
     t += "sub    r0, r1, r0, lsl #1\n"
@@ -253,7 +253,7 @@ def conv_items(p: Prec, g: Geom) -> list:
                 addr={**walk.rules(classes[n_valid]), "scratch": Rewind(0)},
             )
         )
-    per_pass = {r: Rewind(0) for r in ("weights", "bias", "const", "scratch")}
+    per_pass = {r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")}
     body.append(
         Loop(
             "xnor_column_pairs",
@@ -289,7 +289,7 @@ def fc_items(p: Prec, out_f: int, in_f: int, batches: int) -> list:
                 "output": Rewind(2 * out_row),
                 "weights": Rewind(0),
                 "bias": Rewind(0),
-                "const": Rewind(0),
+                "qparams": Rewind(0),
             },
         ),
     ]
@@ -435,7 +435,7 @@ def depthwise_items(p: Prec, g: Geom) -> list:
                     **walk.rules(classes[n_valid]),
                     "weights": Rewind(0),
                     "bias": Rewind(0),
-                    "const": Rewind(0),
+                    "qparams": Rewind(0),
                 },
             )
         )

@@ -215,7 +215,7 @@ def threshold_text(levels_bits: int, y_signed: bool) -> str:
     t = "ldr    r1, [sp, #40]                 ; thresholds row of this channel\nmov    r2, r1\n"
     step = 1 << (levels_bits - 1)
     while step >= 1:
-        t += f"ldr    r3, [r1, #{4 * (step - 1)}] {{const}}\n"
+        t += f"ldr    r3, [r1, #{4 * (step - 1)}] {{qparams}}\n"
         t += "cmp    r0, r3\nit     ge\n"
         t += f"addge  r1, r1, #{4 * step}\n"
         step //= 2

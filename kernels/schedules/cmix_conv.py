@@ -336,7 +336,7 @@ def convolve_s4_items(g: Geom) -> list:
             n_pix // 2,
             [k["pair_args"], *s4s16_kernel_items(g.out_c, rhs_cols), k["pair_end"]],
             addr={
-                **{r: Rewind(0) for r in ("weights", "bias", "const", "scratch")},
+                **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
                 "output": Rewind(2 * g.out_c),
             },
         )
@@ -420,7 +420,7 @@ def mat_mult_nt_t_s4(lhs_rows: int, rhs_rows: int, rhs_cols: int) -> list:
         "nts4_lhs_row_pairs",
         -(-lhs_rows // 2),
         [*pass_, *pass_, k["end"]],  # rows (i, i+2), then the spilled (i+1, i+3)
-        addr={"weights": Rewind(0), "input": Rewind(2 * rhs_cols), "const": Rewind(0)},
+        addr={"weights": Rewind(0), "input": Rewind(2 * rhs_cols), "qparams": Rewind(0)},
         regs={"r2": packed_bytes(rhs_cols, 4) - 2, "lr": rhs_cols - 4},
     )
     blocks = Loop(
@@ -679,7 +679,7 @@ def cmix_conv_items(p: Prec, g: Geom) -> list:
                 addr={**walk.rules(classes[n_valid]), "scratch": Rewind(0)},
             )
         )
-    per_pass = {r: Rewind(0) for r in ("weights", "bias", "const", "scratch")}
+    per_pass = {r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")}
     body.append(
         Loop(
             "cmix_column_pairs",
@@ -762,7 +762,7 @@ def fully_connected_program(graph: Graph, op: Op, cmsis_s4: bool = True) -> Prog
         addr={
             "input": Rewind(2 * row_in),
             "output": Rewind(2 * out_row),
-            **{r: Rewind(0) for r in ("weights", "bias", "const", "scratch")},
+            **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
         },
     )
     items = [kb["entry"], pair]

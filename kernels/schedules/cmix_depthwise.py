@@ -215,7 +215,7 @@ def depthwise_s4_items(g: Geom) -> list:
                     "scratch": Rewind(0),
                     "weights": Rewind(0),
                     "bias": Rewind(0),
-                    "const": Rewind(0),
+                    "qparams": Rewind(0),
                 },
             )
         )
@@ -416,7 +416,7 @@ def cmix_depthwise_items(p: Prec, g: Geom, mult: int) -> list:
                     **walk.rules(classes[n_valid]),
                     "weights": Rewind(0),
                     "bias": Rewind(0),
-                    "const": Rewind(0),
+                    "qparams": Rewind(0),
                 },
             )
         )

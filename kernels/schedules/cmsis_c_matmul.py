@@ -26,19 +26,19 @@ from .cmsis_c_common import requant_out_items
 # same tensor through the same counter, the rows fold into one pointer stepping over
 # all of them (the rows are contiguous: the same bytes in another order). The
 # requantization reads a channel's multiplier and shift through pointers it never
-# moves: the per-channel parameters are one 8-byte step per channel of the "const"
+# moves: the per-channel parameters are one 8-byte step per channel of the "qparams"
 # pointer (the same lines as multipliers + shifts). Its store goes through the output
 # pointer without moving it: the caller's loops place it (``moves`` per output block).
 
 
 def _out_moves(outs: list, deltas: list[dict]) -> dict:
     """moves for requant_out_items sequences: ``deltas[i]`` before output i's blocks
-    (pre block: "const" moves, post block: "output" moves)."""
+    (pre block: "qparams" moves, post block: "output" moves)."""
     mv: dict = {}
     for i, d in enumerate(deltas):
         pre, post = outs[3 * i], outs[3 * i + 2]
-        if d.get("const"):
-            mv[pre] = {"const": d["const"]}
+        if d.get("qparams"):
+            mv[pre] = {"qparams": d["qparams"]}
         if d.get("output"):
             mv[post] = {"output": d["output"]}
     return mv
@@ -172,9 +172,9 @@ def mat_mult_kernel_s8_s16_c(out_ch: int, cols: int, out_row: int | None = None)
         outs,
         [
             {"output": ob},
-            {"output": 1 - ob, "const": 8},
+            {"output": 1 - ob, "qparams": 8},
             {"output": ob},
-            {"output": -ob - 1, "const": -8},
+            {"output": -ob - 1, "qparams": -8},
         ],
     )
     row = Loop(
@@ -196,7 +196,7 @@ def mat_mult_kernel_s8_s16_c(out_ch: int, cols: int, out_row: int | None = None)
             "weights": Rewind(2 * cols),
             "scratch": Rewind(0),
             "output": Rewind(2),
-            "const": Rewind(16),
+            "qparams": Rewind(16),
         },
         moves=moves,
     )
@@ -279,7 +279,7 @@ def leftover_column_c(out_ch: int, cols: int) -> list:
                 "weights": Rewind(cols),
                 "scratch": Rewind(0),
                 "output": Rewind(1),
-                "const": Rewind(8),
+                "qparams": Rewind(8),
             },
         )
     ]
@@ -471,7 +471,7 @@ def mat_mult_nt_t_s8_c(
     # r6 = (row 1, filter 1)
     moves4 = _out_moves(
         out4,
-        [{}, {"output": ob}, {"output": 1 - ob, "const": 8}, {"output": ob}],
+        [{}, {"output": ob}, {"output": 1 - ob, "qparams": 8}, {"output": ob}],
     )
     odd2 = [*requant_out_items(True, "r6", "nt"), *requant_out_items(True, "r4", "nt")]
     pair_body = [
@@ -496,7 +496,7 @@ def mat_mult_nt_t_s8_c(
                 "weights": Rewind(0, start=-cols),  # back to the pair's rows after the sums
                 "input": Rewind(2 * lb),
                 "output": Rewind(2 * ob),
-                "const": Rewind(0),
+                "qparams": Rewind(0),
             },
             moves=moves4,
         ),
@@ -516,9 +516,9 @@ def mat_mult_nt_t_s8_c(
                 "weights": Rewind(2 * cols),
                 "input": Rewind(0),
                 "output": Rewind(2),
-                "const": Rewind(16),
+                "qparams": Rewind(16),
             },
-            moves=_out_moves(odd2, [{}, {"output": 1, "const": 8}]),
+            moves=_out_moves(odd2, [{}, {"output": 1, "qparams": 8}]),
             regs={"r5": cols - 1},
         ),
     ]
@@ -542,7 +542,7 @@ def mat_mult_nt_t_s8_c(
                     "weights": Rewind(0),
                     "input": Rewind(lb),
                     "output": Rewind(ob),
-                    "const": Rewind(0),
+                    "qparams": Rewind(0),
                 },
             )
         )
@@ -722,9 +722,9 @@ def vec_mat_mult_t_s8_c(rows: int, cols: int, wofs: bool, per_channel: bool) -> 
                 "weights": Rewind(3 * cols),
                 "input": Rewind(0),
                 "output": Rewind(3),
-                "const": Rewind(24),
+                "qparams": Rewind(24),
             },
-            moves=_out_moves(out3, [{}, {"output": 1, "const": 8}, {"output": 1, "const": 8}]),
+            moves=_out_moves(out3, [{}, {"output": 1, "qparams": 8}, {"output": 1, "qparams": 8}]),
         ),
         Loop(
             "c_vm_rows1",
@@ -739,7 +739,7 @@ def vec_mat_mult_t_s8_c(rows: int, cols: int, wofs: bool, per_channel: bool) -> 
                 "weights": Rewind(cols),
                 "input": Rewind(0),
                 "output": Rewind(1),
-                "const": Rewind(8),
+                "qparams": Rewind(8),
             },
         ),
         exit_block(fn),

@@ -86,7 +86,7 @@ def fully_connected_c_program(graph: Graph, op: Op) -> Program:
             addr={
                 "input": Rewind(in_f),
                 "output": Rewind(out_f),
-                **{r: Rewind(0) for r in ("weights", "bias", "const")},
+                **{r: Rewind(0) for r in ("weights", "bias", "qparams")},
             },
         ),
         exit_block(fn),

@@ -270,7 +270,7 @@ def convolve_s8_items(g: Geom, kernel_ch: int, groups: int) -> list:
             # every pair of columns re-reads all filters, biases and requant parameters
             # and writes the outputs of the next two pixels
             addr={
-                **{r: Rewind(0) for r in ("weights", "bias", "const", "scratch")},
+                **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
                 "output": Rewind(2 * g.out_c),
             },
             moves=s8s16_odd_channel_moves(out_ch_g, g.out_c),
@@ -332,7 +332,7 @@ def conv2d_program(graph: Graph, op: Op) -> Program:
                     "output": Rewind(g.out_w * g.out_c),
                     "weights": Rewind(0),
                     "bias": Rewind(0),
-                    "const": Rewind(0),
+                    "qparams": Rewind(0),
                 },
             )
             items = [k["entry"], row, k["exit"]]

@@ -67,7 +67,7 @@ def fully_connected_program(graph: Graph, op: Op) -> Program:
                 "input": Rewind(in_f),
                 "weights": Rewind(0),
                 "bias": Rewind(0),
-                "const": Rewind(0),
+                "qparams": Rewind(0),
             },
         ),
         _b("fc_exit", FC_EXIT),

@@ -55,8 +55,8 @@ strb   r0, [r11], #1   {output}
 
 # per-channel multiplier and shift loads (post-incremented arrays)
 LOAD_QPARAMS_TEXT = """
-ldr    r2, [r6], #4    {const}  ; shift[ch]
-ldr    r1, [r5], #4    {const}  ; multiplier[ch]
+ldr    r2, [r6], #4    {qparams}  ; shift[ch]
+ldr    r1, [r5], #4    {qparams}  ; multiplier[ch]
 """
 
 
@@ -110,15 +110,15 @@ ldr    r7, [sp, #16]            ; output pointer (stack)
 strb   r2, [r7], #1    {output}
 """
 GCC_PARAMS_POST = """
-ldr    r1, [r6], #4    {const}  ; shift[ch]
-ldr    r3, [r5], #4    {const}  ; multiplier[ch]
+ldr    r1, [r6], #4    {qparams}  ; shift[ch]
+ldr    r3, [r5], #4    {qparams}  ; multiplier[ch]
 """
 # the per-channel arrays' running pointers spilled to the stack (2 x 2 kernels)
 GCC_PARAMS_STACK = """
 ldr    r1, [sp, #20]            ; &shift[ch]
-ldr    r1, [r1]        {const}
+ldr    r1, [r1]        {qparams}
 ldr    r3, [sp, #24]            ; &multiplier[ch]
-ldr    r3, [r3]        {const}
+ldr    r3, [r3]        {qparams}
 """
 # per-tensor multiplier/shift reloaded from the stack (vec_mat_mult: rows use one pair)
 GCC_PARAMS_PT = """

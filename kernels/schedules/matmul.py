@@ -183,7 +183,7 @@ def mat_mult_kernel_s8_s16(out_ch: int, num_col: int, out_row: int | None = None
     row = Loop(
         "s8s16_rows",
         out_ch // 2,
-        addr={"scratch": Rewind(0), "const": Rewind(16)},  # both columns re-read per row pair
+        addr={"scratch": Rewind(0), "qparams": Rewind(16)},  # both columns re-read per row pair
         moves=s8s16_outputs(out_ch if out_row is None else out_row),
         body=[
             k["row_setup"],
@@ -504,7 +504,7 @@ def mat_mult_nt_t_s8(
             "weights": Rewind(0, start=-kb),  # back to the pair's rows after the sums
             "input": Rewind(2 * lb),
             "output": Rewind(2 * rhs_rows),
-            "const": Rewind(0),
+            "qparams": Rewind(0),
         },
         # the second lhs row's two outputs go one output row further
         moves={out[2]: {"output": rhs_rows - 2}},
@@ -534,7 +534,7 @@ def mat_mult_nt_t_s8(
             "weights": Rewind(2 * kb),
             "input": Rewind(0),
             "output": Rewind(2),
-            "const": Rewind(16),
+            "qparams": Rewind(16),
         },
         regs=regs,
         body=[
@@ -556,7 +556,7 @@ def mat_mult_nt_t_s8(
                     "weights": Rewind(0),
                     "input": Rewind(lb),
                     "output": Rewind(rhs_rows),
-                    "const": Rewind(0),
+                    "qparams": Rewind(0),
                 },
                 regs=regs,
                 body=[
@@ -886,7 +886,7 @@ pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}
 def _vm_blocks(weight_offset: bool, per_channel: bool, peeled: bool):
     b = Block.asm
     w = _woff if weight_offset else (lambda t: t)
-    pc = "ldr r1, [r6], #4 {const}\nldr r3, [r5], #4 {const}\n" * 2 if per_channel else ""
+    pc = "ldr r1, [r6], #4 {qparams}\nldr r3, [r5], #4 {qparams}\n" * 2 if per_channel else ""
     setup = VM_ROW_SETUP if not peeled else VM_ROW_SETUP.replace("{taken}", "")
     sfx = ("_woff" if weight_offset else "") + ("_pc" if per_channel else "")
     return {

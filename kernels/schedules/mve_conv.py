@@ -139,7 +139,7 @@ def convolve_s8_mve_items(g: Geom, kernel_ch: int, groups: int) -> list:
             # every 4 columns re-read all filters, biases and requantization parameters
             # and the 4-column buffer, and write the outputs of the next 4 pixels
             addr={
-                **{r: Rewind(0) for r in ("weights", "bias", "const", "scratch")},
+                **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
                 "output": Rewind(4 * g.out_c),
             },
         )
@@ -161,7 +161,7 @@ def convolve_s8_mve_items(g: Geom, kernel_ch: int, groups: int) -> list:
                     "input": Rewind(kernel_ch),
                     "weights": Rewind(out_ch_g * rhs_cols),
                     "bias": Rewind(4 * out_ch_g),
-                    "const": Rewind(4 * out_ch_g),
+                    "qparams": Rewind(4 * out_ch_g),
                     "output": Rewind(out_ch_g),
                     "scratch": Rewind(0),
                 },
@@ -180,7 +180,7 @@ def _batch_rules(g: Geom) -> dict:
     return {
         "input": Rewind(g.in_h * g.in_w * g.in_c),
         "output": Rewind(g.out_pixels * g.out_c),
-        **{r: Rewind(0) for r in ("weights", "bias", "const", "scratch")},
+        **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
     }
 
 
@@ -249,7 +249,7 @@ def conv_items(g: Geom, kernel_ch: int) -> tuple[list, str]:
                     row_in, every=g.out_h, skip=g.in_h * g.in_w * g.in_c - g.out_h * row_in
                 ),
                 "output": Rewind(g.out_w * g.out_c),
-                **{r: Rewind(0) for r in ("weights", "bias", "const")},
+                **{r: Rewind(0) for r in ("weights", "bias", "qparams")},
             },
         )
         items = [block(dsp.CONV_ENTRY, "conv_entry"), row, block(dsp.CONV_EXIT, "conv_exit")]
@@ -321,7 +321,7 @@ def fully_connected_program(graph: Graph, op: Op) -> Program:
             addr={
                 "input": Rewind(in_f),
                 "output": Rewind(out_f),
-                **{r: Rewind(0) for r in ("weights", "bias", "const", "scratch")},
+                **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
             },
         ),
         block(FC_EXIT, "fc_exit"),

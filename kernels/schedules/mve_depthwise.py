@@ -111,9 +111,9 @@ str    r3, [sp, #28]
         # multipliers / shifts reloaded per output: no Q registers left to keep them
         t += """
 ldr    r3, [sp, #20]
-vldrw.u32 q4, [r3] {const}          ; 4 multipliers
+vldrw.u32 q4, [r3] {qparams}          ; 4 multipliers
 ldr    r3, [sp, #24]
-vldrw.u32 q5, [r3] {const}          ; 4 shifts
+vldrw.u32 q5, [r3] {qparams}          ; 4 shifts
 vmov.i32 q0, #0
 """
         t += requant_mve_32x4(q, "q4", "q5", "q0", "q7", "q0")
@@ -156,8 +156,8 @@ def _left_out(note: str) -> str:
     return (
         """
 ldr    r3, [sp, #20]
-vldrw.u32 q2, [r3], #16 {const}
-vldrw.u32 q3, [r3, #112] {const}
+vldrw.u32 q2, [r3], #16 {qparams}
+vldrw.u32 q3, [r3, #112] {qparams}
 str    r3, [sp, #20]
 vmov.i32 q0, #0
 """
@@ -186,7 +186,7 @@ def _groups(active: int, setup: Block, tap: Block, out, taps: int, name: str) ->
                 addr={
                     "scratch": Rewind(4),
                     "weights": Rewind(4),
-                    **({"const": Rewind(16, start=4)} if name == "dw_nt" else {}),
+                    **({"qparams": Rewind(16, start=4)} if name == "dw_nt" else {}),
                 },
             )
         )
@@ -293,7 +293,7 @@ def depthwise_opt_mve_items(g: Geom) -> list:
                     "scratch": pos.rule("scratch", nq, 0),
                     "weights": pos.rule("weights", nq, c0),
                     "bias": pos.rule("bias", nq, 4 * c0),
-                    "const": pos.rule("const", nq, 4 * c0),
+                    "qparams": pos.rule("qparams", nq, 4 * c0),
                     "output": pos.rule("output", nq, c0, 4 * g.out_c),
                 },
                 regs={"r9": g.in_c},
@@ -316,7 +316,7 @@ def depthwise_opt_mve_items(g: Geom) -> list:
                     "scratch": pos.rule("scratch", n_left, 0, col),
                     "weights": pos.rule("weights", n_left, c0),
                     "bias": pos.rule("bias", n_left, 4 * c0),
-                    "const": pos.rule("const", n_left, 4 * c0),
+                    "qparams": pos.rule("qparams", n_left, 4 * c0),
                     "output": pos.rule("output", n_left, c0 + nq * 4 * g.out_c, g.out_c),
                 },
                 regs={"r9": g.in_c},

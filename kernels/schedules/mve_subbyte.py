@@ -153,13 +153,13 @@ def epilogue_text(p: Prec, rows: int) -> str:
     if p.thresholds:
         t += "vmov.i32 q3, #0\nvmov.i32 q2, #1\nldr    r4, [sp, #40]\n"
         for _ in range((1 << p.y) - 1 if p.y > 1 else 1):
-            t += "ldr    r10, [r4], #4    {const}\nvcmp.s32 ge, q1, r10\nvpst\n"
+            t += "ldr    r10, [r4], #4    {qparams}\nvcmp.s32 ge, q1, r10\nvpst\n"
             t += "vaddt.i32 q3, q3, q2\n"
         t += "str    r4, [sp, #40]\n"
         src = "q3"
     else:
-        t += "ldr    r4, [sp, #44]\nldr    r1, [r4], #4    {const}\n"
-        t += "ldr    r9, [r4, #124]   {const}\nstr    r4, [sp, #44]\n"
+        t += "ldr    r4, [sp, #44]\nldr    r1, [r4], #4    {qparams}\n"
+        t += "ldr    r9, [r4, #124]   {qparams}\nstr    r4, [sp, #44]\n"
         t += requant_mve(q="q1", mult="r1", shift="r9")
         t += "ldr    r4, [sp, #60]\nvadd.i32 q1, q1, r4                ; + output offset\n"
         t += "ldr    r4, [sp, #64]\nvdup.32 q5, r4\nldr    r4, [sp, #68]\nvdup.32 q6, r4\n"
@@ -238,7 +238,7 @@ def kernel_items(p: Prec, lhs_rows: int, out_c: int, k_cols: int, src: str, lb: 
                     src: Rewind(rows * lb),
                     "weights": Rewind(0),
                     "bias": Rewind(0),
-                    "const": Rewind(0),
+                    "qparams": Rewind(0),
                 },
             )
         )
@@ -341,7 +341,7 @@ def conv2d_program(graph: Graph, op: Op) -> Program:
                 "scratch": Rewind(0),
                 "weights": Rewind(0),
                 "bias": Rewind(0),
-                "const": Rewind(0),
+                "qparams": Rewind(0),
             },
         )
     )

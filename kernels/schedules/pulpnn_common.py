@@ -152,7 +152,7 @@ def requant_text(acc: list[list[str]], spec: OutSpec, t: Target, ptrs: list[str]
                 out.append(f"slli t6, {acc[c][p]}, 1\nsub {acc[c][p]}, a5, t6\n")
     if spec.mode == "fixed_point":
         for c in range(n_ch):
-            out.append("p.lw a4, 4(a6!) {const}\np.lw a5, 4(a7!) {const}\n")  # kappa, lambda
+            out.append("p.lw a4, 4(a6!) {qparams}\np.lw a5, 4(a7!) {qparams}\n")  # kappa, lambda
             for p in range(n_px):
                 out.append(
                     f"mul t6, {acc[c][p]}, a4\nadd t6, t6, a5\nsra t6, t6, t1\n"
@@ -169,9 +169,9 @@ def requant_text(acc: list[list[str]], spec: OutSpec, t: Target, ptrs: list[str]
     for c in range(n_ch):
         for p in range(n_px):
             if qnt:
-                out.append(f"pv.qnt.n t6, {acc[c][p]}, a7 {{const}}\n")
+                out.append(f"pv.qnt.n t6, {acc[c][p]}, a7 {{qparams}}\n")
             elif spec.bits == 1:
-                out.append(f"p.lw a5, 0(a7) {{const}}\nnop\nslt t6, {acc[c][p]}, a5\n")
+                out.append(f"p.lw a5, 0(a7) {{qparams}}\nnop\nslt t6, {acc[c][p]}, a5\n")
         out.append(f"addi a7, a7, {4 * levels}\n")
     for p in range(n_px):
         out.append(stores_text(spec.bits, n_ch, ptrs[p], insert=qnt or spec.bits == 1))
@@ -190,7 +190,7 @@ def tree_items(n_out: int, spec: OutSpec) -> list:
 def _tree_block(bits: int) -> Block:
     lines = ["mv a0, s0", "mv a1, a7", "jal ra, pulp_nn_quant_tree"]
     for lv in range(bits):  # 2^bits - 1 thresholds: a balanced tree of depth bits
-        lines.append(f"p.lh t6, {2 * ((1 << (bits - lv - 1)) - 1)}(a1) {{const}}")
+        lines.append(f"p.lh t6, {2 * ((1 << (bits - lv - 1)) - 1)}(a1) {{qparams}}")
         tk = "{taken}" if lv % 2 == 0 else "{nottaken}"
         lines.append(f"bge t6, a0, .Lq{lv} {tk}")
     lines += ["li a0, 0", "ret", f"p.insert a6, a0, {bits - 1}, 0"]
@@ -639,7 +639,7 @@ def conv_program(graph: Graph, op: Op, part, t: Target) -> Program:
                 n_blocks,
                 matmul_items(mm, spec, n_ch, p_blk, k, name),
                 addr={
-                    **{r: Rewind(0) for r in ("weights", "bias", "const", "scratch")},
+                    **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
                     **(
                         {"input": Rewind(p_blk * x.dtype.storage_bytes(g.in_c))}
                         if pointwise
@@ -731,7 +731,7 @@ def depthwise_program(graph: Graph, op: Op, part, t: Target) -> Program:
                 *(tree_items(1, spec) if _is_tree(spec, t) else []),
                 b["px_end"],
             ],
-            addr={"weights": Rewind(0), "const": Rewind(0), "bias": Rewind(0)},
+            addr={"weights": Rewind(0), "qparams": Rewind(0), "bias": Rewind(0)},
         ),
     ]
     per_ch = [Loop("dw_out_cols", part.n_cols * g.batches, per_col), b["ch_end"]]
@@ -791,7 +791,7 @@ def _dw_blocks(wb: int, ab: int, spec: OutSpec, t: Target) -> dict:
     )
     if spec.mode == "fixed_point":  # pulp_nn_bn_quant_u8 is noinline: a call per output
         rq = (
-            "lw a1, 0(a6) {const}\nlw a2, 0(a7) {const}\nmv a0, s0\njal ra, pulp_nn_bn_quant\n"
+            "lw a1, 0(a6) {qparams}\nlw a2, 0(a7) {qparams}\nmv a0, s0\njal ra, pulp_nn_bn_quant\n"
             "mul a0, a0, a1\nadd a0, a0, a2\nsra a0, a0, t1\n"
             f"p.clipu t6, a0, {spec.bits + 1}\nret\n" + stores_text(spec.bits, 1, "s7")
         )

@@ -95,7 +95,7 @@ def _tap_block(name: str, inside: bool) -> Block:
 @cache
 def _out_block(name: str) -> Block:
     return _rv(
-        "lw a0, 0(s8) {bias}\nadd a0, a0, s3\nlw a1, 0(t6) {const}\nlw a2, 4(t6) {const}\n"
+        "lw a0, 0(s8) {bias}\nadd a0, a0, s3\nlw a1, 0(t6) {qparams}\nlw a2, 4(t6) {qparams}\n"
         "srai a3, a2, 31\n"
         + MBQM_RV.replace("sll    a0, a0, a2", "sll    a0, a0, a3")
         + CLAMP_STORE

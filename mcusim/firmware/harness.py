@@ -115,6 +115,7 @@ class Harness:
             "ram": _align(max(self.image.end_of("ram"), RAM_BASE) + 64, 64),
         }
         self._heap = dict(self._heap0)
+        self.call_sp: int | None = None
         self._install_fault_hooks()
         self._mn_at: dict[int, str] = {}
         if check_alignment:
@@ -214,6 +215,7 @@ class Harness:
         ram = self.region("ram")
         sp = (ram.end - 64) & ~0xF
         sp = self._set_args(vals, sp)
+        self.call_sp = sp  # the stack pointer the call starts with (cross-check layouts)
         self._fault = None
         self._tracer = trace
         if trace is not None:

@@ -212,11 +212,16 @@ def _raw_bias(folded: np.ndarray, weights2d: np.ndarray, in_zp: int) -> np.ndarr
     return (((b + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).astype(np.int32)
 
 
+# per-channel parameters a runtime prepares at init: RAM, as TFLite Micro's persistent
+# arena buffers (and the simulator's "qparams" stream); weights and biases stay in flash
+QPARAM_BUFFERS = ("mult", "shift", "thresholds")
+
+
 def _consts(**arrays) -> list[Buf]:
     out = []
     for name, a in arrays.items():
         a = np.ascontiguousarray(a)
-        out.append(Buf(name, a.nbytes, a, "flash"))
+        out.append(Buf(name, a.nbytes, a, "ram" if name in QPARAM_BUFFERS else "flash"))
     return out
 
 
@@ -582,6 +587,7 @@ class FirmwareRun:
     output: np.ndarray
     value: int
     result: object  # mcusim.firmware.harness.CallResult
+    addrs: dict = field(default_factory=dict)  # buffer name -> harness address
 
 
 def run_firmware(call: LayerCall, harness, tracer=None, budget: int | None = None) -> FirmwareRun:
@@ -599,7 +605,40 @@ def run_firmware(call: LayerCall, harness, tracer=None, budget: int | None = Non
     res = harness.call(call.entry, args, budget=budget, trace=tracer)
     nbytes = next(b.nbytes for b in call.buffers if b.name == call.output)
     out = decode_output(call, harness.read(addrs[call.output], nbytes))
-    return FirmwareRun(out, res.signed, res)
+    return FirmwareRun(out, res.signed, res, addrs)
+
+
+# schedule stream tag -> the twin buffers that play its part (first one present wins)
+STREAM_BUFFERS = {
+    "input": ("input", "input1"),
+    "input2": ("input2",),
+    "output": ("output",),
+    "weights": ("weights",),
+    "bias": ("bias",),
+    "qparams": ("mult", "thresholds"),
+    "scratch": ("scratch",),
+}
+
+
+def stream_layout(call: LayerCall, run: FirmwareRun, harness, device) -> tuple[dict, int]:
+    """Where the twin's run put what each schedule stream addresses, as the cache model's
+    global addresses: (tag -> (address, buffer bytes), code base = the entry's address).
+    A stream whose buffer the twin does not have points at the input with no bytes."""
+    from .trace import device_address
+
+    size = {b.name: b.nbytes for b in call.buffers}
+    bases: dict[str, tuple[int, int]] = {}
+    for tag, names in STREAM_BUFFERS.items():
+        name = next((n for n in names if n in run.addrs), None)
+        if name is not None:
+            bases[tag] = (device_address(device, harness, run.addrs[name]), size[name])
+    first = bases.get("input") or next(iter(bases.values()))
+    for tag in STREAM_BUFFERS:
+        bases.setdefault(tag, (first[0], 0))
+    entry = harness.symbol(call.entry) & ~1
+    bases["const"] = (device_address(device, harness, entry), 0)  # literal pools: in the code
+    bases["stack"] = (device_address(device, harness, harness.call_sp), 0)
+    return bases, device_address(device, harness, entry, fetch=True)
 
 
 def decode_output(call: LayerCall, data: bytes) -> np.ndarray:

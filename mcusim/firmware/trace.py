@@ -151,6 +151,31 @@ def _forward_branch(arch: str, code: bytes, addr: int, instrs) -> bool:
         return False
 
 
+def region_map(device, harness) -> list[tuple]:
+    """Where each harness region sits in the device's memories, as the cache model's
+    global addresses: (region, base for data accesses, base for instruction fetch). Data in
+    "flash" is the constants memory, in "ram" the arena; code is fetched from the code
+    memory."""
+    from mcusim.isa.addresses import global_address
+
+    idx = {m.name: i for i, m in enumerate(device.memories)}
+    code = device.memory_for("code")
+    fbase = global_address(idx[code.name], code.base_address)
+    out = []
+    for reg in harness.regions:
+        mem = device.memory_for("constants" if reg.name == "flash" else "arena")
+        out.append((reg, global_address(idx[mem.name], mem.base_address), fbase))
+    return out
+
+
+def device_address(device, harness, addr: int, fetch: bool = False) -> int:
+    """A harness address as the global address the cache model sees for it."""
+    for reg, dbase, fbase in region_map(device, harness):
+        if reg.contains(addr):
+            return (fbase if fetch else dbase) + addr - reg.base
+    raise ValueError(f"address {addr:#x} is in no harness region")
+
+
 class Tracer:
     """Counts and times the TBs of one harness call at a time (reusable across calls; each
     call's result is separate). ``device`` gives the core model and the memories;
@@ -221,29 +246,19 @@ class Tracer:
 
         from mcusim.cache import TraceSim
         from mcusim.costs import route
-        from mcusim.isa.addresses import global_address
 
         dev = self.device
-        idx = {m.name: i for i, m in enumerate(dev.memories)}
         self.sim = TraceSim.for_device(dev)
         self._buf = []
         self._fidx = -1
         self._recorded: list = []
         self.region_rw = {}  # region -> [read bytes, write bytes, reads, writes]
-        self._map = []  # (region, global base for data, global base for fetch)
-        code = dev.memory_for("code")
+        self._map = region_map(dev, harness)
         buf = self._buf
         app = buf.append
         self._hooks = [harness.uc.hook_add(UC_HOOK_BLOCK, self._on_block_cached)]
-        for reg in harness.regions:
+        for reg, _, _ in self._map:
             mem = self._memory(reg.name, fetch=False)
-            self._map.append(
-                (
-                    reg,
-                    global_address(idx[mem.name], mem.base_address),
-                    global_address(idx[code.name], code.base_address),
-                )
-            )
             r = route(dev, mem)
             if r in ("tcm",) or (r == "direct" and mem.wait_states == 0):
                 continue
