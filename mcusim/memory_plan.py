@@ -63,20 +63,35 @@ def lifetimes(graph: Graph, scratch: dict[int, int] | None = None) -> list[Buffe
 
 
 def qparam_buffers(graph: Graph, ops=None) -> dict[str, int]:
-    """The persistent requantization buffers of every MAC op (``qparams:<op index>``):
-    int32 multiplier + int32 shift per output channel, what CMSIS-NN kernels read through
+    """The persistent requantization buffers of the MAC ops (``qparams:<op index>``): int32
+    multiplier + int32 shift per output channel, what CMSIS-NN kernels read through
     TFLite Micro's per-channel arrays (and the schedules' "qparams" stream addresses).
+    Conv and depthwise always have them (TFLite Micro allocates them per channel even for
+    per-tensor weights); a per-tensor FC keeps one pair in its op data instead.
     ``ops``: the op indices that run on the CPU (None: all)."""
     from .precision import MAC_KINDS
 
-    return {
-        f"qparams:{i}": 8 * int(graph.tensors[op.outputs[0]].shape[-1])
-        for i, op in enumerate(graph.ops)
-        if op.kind in MAC_KINDS
-        and op.outputs
-        and graph.tensors[op.outputs[0]].shape
-        and (ops is None or i in ops)
-    }
+    out = {}
+    for i, op in enumerate(graph.ops):
+        if op.kind not in MAC_KINDS or (ops is not None and i not in ops):
+            continue
+        y = graph.tensors[op.outputs[0]] if op.outputs else None
+        if y is None or not y.shape:
+            continue
+        if op.kind == "fully_connected" and not _fc_per_channel(graph, op):
+            continue
+        out[f"qparams:{i}"] = 8 * int(y.shape[-1])
+    return out
+
+
+def _fc_per_channel(graph: Graph, op) -> bool:
+    """An FC whose kernel reads per-output-channel parameters: per-channel weight scales,
+    or sub-byte weights (their thresholds / parameters are per channel)."""
+    w = graph.tensors[op.inputs[1]] if len(op.inputs) > 1 and op.inputs[1] else None
+    if w is None:
+        return False
+    q = w.quant
+    return (q is not None and q.axis is not None and len(q.scale) > 1) or w.dtype.bits < 8
 
 
 def plan_arena(

@@ -45,3 +45,39 @@ def test_scratch_lives_only_in_its_op():
     assert plan.offsets["a"] == 512 and plan.offsets["x"] == 624 and plan.offsets["b"] == 736
     assert plan.offsets["y"] == 0
     assert plan.peak_bytes == 836
+
+
+def test_persistent_buffers_sit_at_the_tail():
+    g = chain_graph()
+    plan = plan_arena(g, {1: 500}, {"qparams:1": 40, "qparams:2": 8})
+    # the lifetime-planned buffers end at 836; persistent ones follow, 16-byte aligned
+    # (848, then 848 + 48 = 896), and the arena grows by their aligned sizes
+    assert plan.offsets["qparams:1"] == 848 and plan.offsets["qparams:2"] == 896
+    assert plan.peak_bytes == 912 and plan.persistent_bytes == 64
+    assert plan.persistent == {"qparams:1": 40, "qparams:2": 8}
+
+
+def test_qparam_buffers_follow_tflite_micro():
+    """Conv / depthwise: multiplier + shift per output channel (TFLite Micro allocates
+    them even for per-tensor weights); a per-tensor FC keeps one pair in its op data."""
+    from pathlib import Path
+
+    import pytest
+
+    from mcusim.memory_plan import qparam_buffers
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "models" / "kws_ref_model.tflite"
+    if not path.exists():
+        pytest.skip(f"{path} absent (../shared/models, see its README)")
+    from mcusim.model import load
+
+    g = load(path).graph
+    q = qparam_buffers(g)
+    kinds = {int(k.split(":")[1]): g.ops[int(k.split(":")[1])].kind for k in q}
+    assert set(kinds.values()) == {"conv2d", "depthwise_conv2d"}
+    for i, kind in kinds.items():
+        assert q[f"qparams:{i}"] == 8 * g.tensors[g.ops[i].outputs[0]].shape[-1]
+    fc = [i for i, op in enumerate(g.ops) if op.kind == "fully_connected"]
+    assert fc and all(f"qparams:{i}" not in q for i in fc)
+    assert sum(q.values()) == 8 * 64 * 9  # 9 conv/depthwise layers of 64 channels
+    assert qparam_buffers(g, ops={0}) == {"qparams:0": 8 * 64}
