@@ -75,7 +75,7 @@ def test_qparam_buffers_follow_tflite_micro():
     q = qparam_buffers(g)
     kinds = {int(k.split(":")[1]): g.ops[int(k.split(":")[1])].kind for k in q}
     assert set(kinds.values()) == {"conv2d", "depthwise_conv2d"}
-    for i, kind in kinds.items():
+    for i in kinds:
         assert q[f"qparams:{i}"] == 8 * g.tensors[g.ops[i].outputs[0]].shape[-1]
     fc = [i for i, op in enumerate(g.ops) if op.kind == "fully_connected"]
     assert fc and all(f"qparams:{i}" not in q for i in fc)

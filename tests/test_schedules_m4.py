@@ -272,6 +272,23 @@ def test_1x1_fast_stream_bytes_hand_formula():
     assert "scratch" not in res.streams
 
 
+def test_1x1_row_pair_end_charges_dst_bookkeeping():
+    # arm_nn_mat_mult_nt_t_s8's row-pair tail as GCC 12.2 -O2 -mcpu=cortex-m4 compiles it:
+    # dst_ptr += rhs_rows twice (both output pointers: LDR step, 2 x MOV + ADD, 2 STR), the
+    # lhs pointer's one ADD of the precomputed 2 * lhs_cols_offset - rhs_cols (LDR), the
+    # row-pair count on the stack (LDR, SUBS, STR, BNE): 13 instructions
+    from mcusim.kernels.schedules.matmul import _nt_blocks
+
+    end = _nt_blocks()["row_end"]
+    assert len(end) == 13
+    # LDR 2, MOV 1, ADD 1, MOV 1, ADD 1, STR 1, LDR 2, STR 1, LDR 2, SUBS 1, ADD 1, STR 1
+    # = 15; BNE taken 3                                                              = 18
+    assert M4.block_cycles(end, M4.initial_state(), True)[0] == 18
+    g, op = conv_graph(h=5, w=4, c_in=24, c_out=10, k=1)
+    res = M4.time(schedule_for("armv7em-dsp", g, op))
+    assert res.loops["nt_row_pairs"].iterations == (10 // 2) * (20 // 2)
+
+
 def test_depthwise_3x3_stream_bytes():
     g, op = conv_graph(h=6, w=6, c_in=8, c_out=8, k=3, depthwise=True)
     res = M4.time(schedule_for("armv7em-dsp", g, op))
@@ -387,3 +404,22 @@ def test_depthwise_paths_match_unrolled_walk(args):
     assert res.cycles == unrolled_cycles(M4, prog)
     assert res.stream("output").write_bytes == g.tensor("y").size
     assert res.macs == g.tensor("y").size * 9 * (1 if args["k"] == 3 else 25 / 9)
+
+
+def test_im2col_walks_kernel_rows_and_unaligned_copies_branch():
+    # arm_convolve_s8's tap loop is kernel rows x kernel columns: per pixel k_h - 1 row
+    # changes and one row-loop exit; a 3-channel tap copy is not word-aligned, so newlib's
+    # memcpy leaves its alignment test for the byte loop (taken branch, no word setup)
+    from mcusim.kernels.schedules.common import memcpy_items
+
+    g, op = conv_graph(h=6, w=6, c_in=3, c_out=8, k=3)
+    res = M4.time(schedule_for("armv7em-dsp", g, op))
+    pixels = 6 * 6
+    assert res.loops["im2col_kernel_rows"].iterations == pixels * 2
+    items = memcpy_items(3, False, "input", "scratch")
+    assert [getattr(i, "name", None) for i in items][:2] == [
+        "memcpy_entry_unaligned",
+        "memcpy_bytes",
+    ]
+    entry = items[0]  # bl, mov, orr, lsls, bne (taken)
+    assert entry.instrs[-1].taken is True and len(entry) == 5

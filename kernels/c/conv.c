@@ -363,10 +363,20 @@ __attribute__((naked, noinline, used)) static void mn_k_mat_mult(const int8_t *w
         "subs   ip, ip, #1\n\t"
         "str    ip, [sp, #24]\n\t"
         "bne    1b\n"
-        "8:\n\t" /* the odd last channel */
+        "8:\n\t" /* odd channel out of line: even counts fall through to S8S16_EXIT */
         "ldr    ip, [sp, #60]\n\t"
         "cmp    ip, #0\n\t"
-        "beq    9f\n\t"
+        "bne    11f\n"
+        "9:\n\t"
+        "add    sp, sp, #64\n\t"
+        "pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n"
+        "10:\n\t" /* no bias: accumulators from 0 */
+        "movs   r10, #0\n\t"
+        "movs   r11, #0\n\t"
+        "movs   r6, #0\n\t"
+        "movs   r7, #0\n\t"
+        "b      3b\n"
+        "11:\n\t" /* the odd last channel */
         "ldr    r2, [sp, #4]\n\t"
         "ldr    r3, [sp, #8]\n\t"
         "ldr    r5, [sp, #36]\n\t"
@@ -412,15 +422,7 @@ __attribute__((naked, noinline, used)) static void mn_k_mat_mult(const int8_t *w
         "ldr    lr, [sp, #40]\n\t" MN_MM_RQ("r10", "", "ldr    ip, [sp, #44]\n\t"
                                                        "strb   r2, [lr]\n\t")
             MN_MM_RQ("r11", "", "strb   r2, [lr, ip]\n")
-        "9:\n\t"
-        "add    sp, sp, #64\n\t"
-        "pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n"
-        "10:\n\t" /* no bias: accumulators from 0 */
-        "movs   r10, #0\n\t"
-        "movs   r11, #0\n\t"
-        "movs   r6, #0\n\t"
-        "movs   r7, #0\n\t"
-        "b      3b");
+        "b      9b");
 }
 #endif
 

@@ -107,9 +107,29 @@ str    r3, [sp, #68]                 ; im2col_buf += kernel_ch
 ldr    r3, [sp, #52]
 adds   r3, #1
 str    r3, [sp, #52]
-ldr    r2, [sp, #80]                 ; kernel_x (row wrap folded in)
+ldr    r2, [sp, #80]                 ; kernel_x
 cmp    r3, r2
 blt    .Ltap
+"""
+# end of a kernel row of the tap loop (arm_convolve_s8 walks taps as kernel rows x kernel
+# columns): next row, reset the column counter; the last row falls through
+TAP_ROW_NEXT = """
+ldr    r3, [sp, #44]                 ; i_ker_y
+adds   r3, #1
+str    r3, [sp, #44]
+ldr    r2, [sp, #8]                  ; kernel_y
+cmp    r3, r2
+blt    .Lker_row {taken}
+movs   r3, #0
+str    r3, [sp, #52]                 ; i_ker_x = 0
+"""
+TAP_ROW_LAST = """
+ldr    r3, [sp, #44]
+adds   r3, #1
+str    r3, [sp, #44]
+ldr    r2, [sp, #8]
+cmp    r3, r2
+blt    .Lker_row {nottaken}
 """
 # arm_s8_to_s16_unordered_with_offset: 4 elements per step, PKHBT'd offset pair in r3
 S16_CALL = """
@@ -187,6 +207,8 @@ def _blocks():
         "tap_copy": b(TAP_COPY_ARGS, "conv_tap_copy_args"),
         "tap_pad": b(TAP_PAD_ARGS, "conv_tap_pad_args"),
         "tap_end": b(TAP_END, "conv_tap_end"),
+        "row_next": b(TAP_ROW_NEXT, "conv_tap_row_next"),
+        "row_last": b(TAP_ROW_LAST, "conv_tap_row_last"),
         "s16_call": b(S16_CALL, "s8_to_s16_entry"),
         "s16_inner": b(S16_INNER, "s8_to_s16_loop"),
         "s16_tail": b(S16_TAIL, "s8_to_s16_tail"),
@@ -234,7 +256,10 @@ def _im2col_column(g: Geom, kernel_ch: int, n_valid: int, rhs_cols: int) -> list
         Loop("s8_to_s16_tail", rhs_cols % 4, [k["s16_tail"]]),
         k["s16_ret"],
     ]
-    return [k["pixel"], copy, pad, *widen, k["pixel_end"]]
+    # the kernel-row level of the tap loop: k_h - 1 row changes and the final row exit per
+    # pixel (the taps' own loop bookkeeping stays in TAP_END)
+    rows = [Loop("im2col_kernel_rows", g.k_h - 1, [k["row_next"]]), k["row_last"]]
+    return [k["pixel"], copy, pad, *rows, *widen, k["pixel_end"]]
 
 
 def convolve_s8_items(g: Geom, kernel_ch: int, groups: int) -> list:

@@ -209,10 +209,44 @@ def _memcpy_blocks(src: str, dst: str):
     return entry, words, fix, nbytes, ret
 
 
+@cache
+def _memcpy_unaligned_entry() -> Block:
+    """memcpy's entry when either pointer is not word-aligned: the alignment test branches
+    straight to the byte loop (taken), skipping the word-count setup."""
+    return Block.asm(
+        """
+        bl     memcpy
+        mov    ip, r0
+        orr    r3, r0, r1
+        lsls   r3, r3, #30
+        bne    .Lmc_bytes {taken}
+        """,
+        "memcpy_entry_unaligned",
+        shared=True,
+    )
+
+
+@cache
+def _memset_unaligned_entry() -> Block:
+    """memset's entry when the destination is not word-aligned: straight to the byte loop."""
+    return Block.asm(
+        """
+        bl     memset
+        mov    ip, r0
+        lsls   r3, r0, #30
+        bne    .Lms_bytes {taken}
+        """,
+        "memset_entry_unaligned",
+        shared=True,
+    )
+
+
 def memcpy_items(n: int, aligned: bool, src: str, dst: str) -> list:
     """Items of one memcpy(dst, src, n) call; word loop only when both ends are aligned."""
     entry, words, fix, nbytes, ret = _memcpy_blocks(src, dst)
-    nw, nb = (n // 4, n % 4) if aligned else (0, n)
+    if not aligned:
+        return [_memcpy_unaligned_entry(), Loop("memcpy_bytes", n, [nbytes]), ret]
+    nw, nb = n // 4, n % 4
     return [
         entry,
         Loop("memcpy_words", nw, [words]),
@@ -262,7 +296,9 @@ def _memset_blocks(dst: str):
 
 def memset_items(n: int, aligned: bool, dst: str) -> list:
     entry, words, fix, nbytes, ret = _memset_blocks(dst)
-    nw, nb = (n // 4, n % 4) if aligned else (0, n)
+    if not aligned:
+        return [_memset_unaligned_entry(), Loop("memset_bytes", n, [nbytes]), ret]
+    nw, nb = n // 4, n % 4
     return [
         entry,
         Loop("memset_words", nw, [words]),

@@ -389,13 +389,25 @@ ldr    r4, [sp, #16]
 cmp    r4, #0
 blt    .Lnt_no16
 """
+# End of a row pair as GCC 12 -O2 -mcpu=cortex-m4 compiles CMSIS-NN's loop tail (13
+# instructions, checked against arm-none-eabi-gcc 12.2 output of arm_nn_mat_mult_nt_t_s8.c):
+# both dst pointers (the two rows' outputs, still in registers after their stores) step
+# by 2 * rhs_rows and go back to the stack; `lhs_ptr -= rhs_cols; lhs_ptr += 2 *
+# lhs_cols_offset` is one add of a constant GCC precomputes in the prologue; the row-pair
+# count lives on the stack.
 NT_ROW_END = """
-ldr    r4, [sp, #28]                 ; lhs_cols_offset
-subs   r0, r0, lr
-add    r0, r0, r4, lsl #1            ; next pair of rows
-ldr    ip, [sp, #20]
-subs   ip, #1
-str    ip, [sp, #20]
+ldr    r2, [sp, #64]                 ; 2 * rhs_rows: output step of a row pair
+mov    r3, r7                        ; dst of the second row (live after its stores)
+add    r3, r2
+mov    r1, r4                        ; dst of the first row
+add    r1, r2
+str    r3, [sp, #4]
+ldr    r3, [sp, #20]                 ; row pairs left
+str    r1, [sp, #16]
+ldr    r1, [sp, #28]                 ; 2 * lhs_cols_offset - rhs_cols (precomputed)
+subs   r3, #1
+add    r0, r1                        ; next pair of lhs rows
+str    r3, [sp, #20]
 bne    .Lnt_rows
 """
 NT_PAIR_END = """
