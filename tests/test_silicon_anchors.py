@@ -11,9 +11,11 @@ throughput" in closed/<submitter>/results/<system>/<benchmark>/performance/resul
   CMSIS-NN kernels, mbed-os, GCC 6: kws 5.497, vww 1.665, ic 1.420, ad 99.487 inferences/s.
 
 mcusim models today's CMSIS-NN; the 2020 kernels were about twice as slow, so the band
-is asserted against the CMSIS-NN microTVM numbers. The model currently predicts 0.85-0.88
+is asserted against the CMSIS-NN microTVM numbers. The model currently predicts 0.83-0.88
 of those latencies (0.78-0.84 before the schedules took GCC 12's compiled instruction
-sequences, docs/firmware.md section 6; still optimistic: see README "Validation"); the
+sequences, docs/firmware.md section 6; 0.85-0.88 before the requantization parameters
+moved to the arena, where TFLite Micro keeps them and microTVM does not; still
+optimistic: see README "Validation"); the
 band below catches a timing model that drifts further from silicon in either direction.
 """
 
