@@ -90,8 +90,7 @@ def _fc_per_channel(graph: Graph, op) -> bool:
     w = graph.tensors[op.inputs[1]] if len(op.inputs) > 1 and op.inputs[1] else None
     if w is None:
         return False
-    q = w.quant
-    return (q is not None and q.axis is not None and len(q.scale) > 1) or w.dtype.bits < 8
+    return (w.quant is not None and w.quant.per_channel) or w.dtype.bits < 8
 
 
 def plan_arena(

@@ -182,7 +182,7 @@ def _groups(active: int, setup: Block, tap: Block, out, taps: int, name: str) ->
                 full,
                 [*body, block(out(""), f"{name}_out")],
                 # the output block's "subs r3, #4" (channels left) and "adds r3, #16"
-                # twice land on the const pointer (r3 is its base there): 16 per group
+                # twice land on the qparams pointer (r3 is its base there): 16 per group
                 addr={
                     "scratch": Rewind(4),
                     "weights": Rewind(4),
