@@ -254,7 +254,8 @@ def test_reshape_twin_copies():
 
 def test_requantize_edges_match_mbqm():
     """mn_requantize through a 1-element FC against kernels/fixedpoint.mbqm on edge values:
-    exact ties, the largest accumulators, left and right shifts."""
+    exact ties, the largest accumulators, left and right shifts; every other call through
+    the per-channel entry (arrays), the rest through the per-tensor one (scalars)."""
     from mcusim.firmware.layer import Buf, LayerCall, run_host
     from mcusim.kernels.fixedpoint import mbqm
 
@@ -263,7 +264,7 @@ def test_requantize_edges_match_mbqm():
     accs += list(rng.integers(-(1 << 31), 1 << 31, 200))
     for m, s in [(1 << 30, -1), (1 << 30, 0), (1518500250, -5), (2147483647, -31), (1 << 30, 1),
                  (1073741825, 2), (1800000000, -12)]:  # fmt: skip
-        for acc in accs:
+        for k, acc in enumerate(accs):
             # x = 1, weight = 1, bias = acc - 1 - in_offset... use in_offset 0: acc = bias + 1
             bias = np.array([np.int32(np.int64(acc) - 1)], np.int32)
             expect = int(np.clip(mbqm(np.int64(acc), np.int64(m), np.int64(s)), -128, 127))
@@ -271,7 +272,7 @@ def test_requantize_edges_match_mbqm():
                 "fully_connected", "mn_fully_connected_s8", "fc",
                 dict(input="x", weights="w", bias="b", mult="m", shift="s", output="y",
                      batches=1, in_depth=1, out_depth=1, in_offset=0, out_offset=0,
-                     act_min=-128, act_max=127),
+                     act_min=-128, act_max=127, per_channel=k % 2),
                 (Buf("x", 1, np.array([1], np.int8)), Buf("w", 1, np.array([1], np.int8)),
                  Buf("b", 4, bias), Buf("m", 4, np.array([m], np.int32)),
                  Buf("s", 4, np.array([s], np.int32)), Buf("y", 1)),

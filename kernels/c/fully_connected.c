@@ -131,11 +131,15 @@ MN_INLINE void mn_fc_row_x1(const int8_t **pl, const int8_t **p0, int32_t *a0, i
 #define mn_fc_row_x4 mn_fc_row_x1
 #endif
 
-__attribute__((noinline)) static void
-mn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
-                     int8_t *dst, int32_t lhs_offset, int32_t out_offset,
-                     const int32_t *mult, const int32_t *shift, int32_t cols,
-                     int32_t rows, int32_t act_min, int32_t act_max)
+/* One body for both CMSIS-NN entry points: per_ch (a constant in each instance) reads the
+ * multiplier/shift of each row from the arrays; per-tensor uses the scalar pair m0/s0, so
+ * the compiler hoists its shift masks out of the row loop as it does for
+ * arm_nn_vec_mat_mult_t_s8. */
+MN_INLINE void mn_vmm_body(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
+                           int8_t *dst, int32_t lhs_offset, int32_t out_offset,
+                           const int32_t *mult, const int32_t *shift, int32_t m0, int32_t s0,
+                           int32_t cols, int32_t rows, int32_t act_min, int32_t act_max,
+                           const int per_ch)
 {
     const int32_t off2 = mn_pair16(lhs_offset);
     const int32_t quads = cols >> 2;
@@ -164,8 +168,10 @@ mn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
             a0 += x * *p0++;
             a1 += x * *p1++;
         }
-        dst[0] = mn_requant_clamp(a0, mult[r], shift[r], out_offset, act_min, act_max);
-        dst[1] = mn_requant_clamp(a1, mult[r + 1], shift[r + 1], out_offset, act_min, act_max);
+        dst[0] = mn_requant_clamp(a0, per_ch ? mult[r] : m0, per_ch ? shift[r] : s0,
+                                  out_offset, act_min, act_max);
+        dst[1] = mn_requant_clamp(a1, per_ch ? mult[r + 1] : m0, per_ch ? shift[r + 1] : s0,
+                                  out_offset, act_min, act_max);
         dst += 2;
     }
     if (rows & 1) {
@@ -180,7 +186,8 @@ mn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
             int32_t x = *pl++ + lhs_offset;
             a0 += x * *p0++;
         }
-        dst[0] = mn_requant_clamp(a0, mult[r], shift[r], out_offset, act_min, act_max);
+        dst[0] = mn_requant_clamp(a0, per_ch ? mult[r] : m0, per_ch ? shift[r] : s0,
+                                  out_offset, act_min, act_max);
     }
 }
 
@@ -188,11 +195,11 @@ mn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
 
 /* Helium: per weight row, 16 columns per VMLADAVA with tail predication; the row's sum
  * (VADDVA) times the input offset is added once, as CMSIS-NN's MVE vec_mat_mult does. */
-__attribute__((noinline)) static void
-mn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias, int8_t *dst,
-                     int32_t lhs_offset, int32_t out_offset, const int32_t *mult,
-                     const int32_t *shift, int32_t cols, int32_t rows, int32_t act_min,
-                     int32_t act_max)
+MN_INLINE void mn_vmm_body(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
+                           int8_t *dst, int32_t lhs_offset, int32_t out_offset,
+                           const int32_t *mult, const int32_t *shift, int32_t m0, int32_t s0,
+                           int32_t cols, int32_t rows, int32_t act_min, int32_t act_max,
+                           const int per_ch)
 {
     for (int32_t r = 0; r < rows; r++) {
         const int8_t *w = rhs + r * cols;
@@ -204,11 +211,33 @@ mn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias, 
             acc = vmladavaq_s8(acc, vldrbq_z_s8(lhs + k, p), wv);
         }
         acc += wsum * lhs_offset + (bias ? bias[r] : 0);
-        dst[r] = mn_requant_clamp(acc, mult[r], shift[r], out_offset, act_min, act_max);
+        dst[r] = mn_requant_clamp(acc, per_ch ? mult[r] : m0, per_ch ? shift[r] : s0,
+                                  out_offset, act_min, act_max);
     }
 }
 
 #endif /* MN_MVE */
+
+/* arm_nn_vec_mat_mult_t_s8: per-tensor multiplier and shift, passed as scalars */
+__attribute__((noinline)) static void
+mn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias, int8_t *dst,
+                     int32_t lhs_offset, int32_t out_offset, int32_t mult, int32_t shift,
+                     int32_t cols, int32_t rows, int32_t act_min, int32_t act_max)
+{
+    mn_vmm_body(lhs, rhs, bias, dst, lhs_offset, out_offset, 0, 0, mult, shift, cols, rows,
+                act_min, act_max, 0);
+}
+
+/* arm_nn_vec_mat_mult_t_per_ch_s8: one multiplier and shift per output row */
+__attribute__((noinline)) static void
+mn_vec_mat_mult_t_per_ch_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
+                            int8_t *dst, int32_t lhs_offset, int32_t out_offset,
+                            const int32_t *mult, const int32_t *shift, int32_t cols,
+                            int32_t rows, int32_t act_min, int32_t act_max)
+{
+    mn_vmm_body(lhs, rhs, bias, dst, lhs_offset, out_offset, mult, shift, 0, 0, cols, rows,
+                act_min, act_max, 1);
+}
 
 int32_t mn_fully_connected_s8(const mn_fc_args *a)
 {
@@ -219,8 +248,14 @@ int32_t mn_fully_connected_s8(const mn_fc_args *a)
     const int8_t *in = a->input;
     int8_t *out = a->output;
     for (int32_t b = 0; b < a->batches; b++) {
-        mn_vec_mat_mult_t_s8(in, a->weights, a->bias, out, a->in_offset, a->out_offset, a->mult,
-                             a->shift, a->in_depth, a->out_depth, a->act_min, a->act_max);
+        if (a->per_channel)
+            mn_vec_mat_mult_t_per_ch_s8(in, a->weights, a->bias, out, a->in_offset,
+                                        a->out_offset, a->mult, a->shift, a->in_depth,
+                                        a->out_depth, a->act_min, a->act_max);
+        else
+            mn_vec_mat_mult_t_s8(in, a->weights, a->bias, out, a->in_offset, a->out_offset,
+                                 a->mult[0], a->shift[0], a->in_depth, a->out_depth,
+                                 a->act_min, a->act_max);
         in += a->in_depth;
         out += a->out_depth;
     }

@@ -343,11 +343,12 @@ typedef struct {
     const int8_t *input;   /* (batches, in_depth) */
     const int8_t *weights; /* (out_depth, in_depth) */
     const int32_t *bias;   /* raw int32 bias, or NULL */
-    const int32_t *mult;   /* out_depth entries (per-tensor: the same value repeated) */
+    const int32_t *mult;   /* out_depth entries (per_channel 0: only mult[0] is read) */
     const int32_t *shift;
     int8_t *output; /* (batches, out_depth) */
     int32_t batches, in_depth, out_depth;
     int32_t in_offset, out_offset, act_min, act_max;
+    int32_t per_channel; /* 1: per-row mult/shift (arm_fully_connected_per_channel_s8) */
 } mn_fc_args;
 
 typedef struct {

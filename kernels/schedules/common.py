@@ -403,7 +403,7 @@ def tensor_size(graph: Graph, name: str) -> int:
 
 def per_channel(graph: Graph, op: Op) -> bool:
     q = graph.tensor(op.inputs[1]).quant
-    return q is not None and q.axis is not None and len(q.scale) > 1
+    return q is not None and q.per_channel
 
 
 def weight_zero_point(graph: Graph, op: Op) -> int:

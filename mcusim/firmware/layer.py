@@ -61,7 +61,8 @@ STRUCTS: dict[str, tuple[tuple[str, str], ...]] = {
         [(n, P) for n in ("input", "weights", "bias", "mult", "shift", "output")]
         + [
             (n, I)
-            for n in "batches in_depth out_depth in_offset out_offset act_min act_max".split()
+            for n in "batches in_depth out_depth in_offset out_offset act_min act_max "
+            "per_channel".split()
         ]
     ),
     "pool": tuple(
@@ -496,10 +497,12 @@ def _marshal_fc(graph, op, p, inputs):
     k = p.weights.shape[1]
     x = np.ascontiguousarray(inputs[0], dtype=np.int8).reshape(-1, k)
     in_zp = int(graph.tensors[op.inputs[0]].quant.zero_point[0])
+    w_q = graph.tensors[op.inputs[1]].quant
     v = dict(
         input="input", weights="weights", bias="bias", mult="mult", shift="shift",
         batches=x.shape[0], in_depth=k, out_depth=p.weights.shape[0], in_offset=-in_zp,
         out_offset=p.out_zp, act_min=p.act_min, act_max=p.act_max,
+        per_channel=int(w_q is not None and w_q.per_channel),
     )  # fmt: skip
     bufs = [_act(x)] + _consts(
         weights=p.weights, bias=_raw_bias(p.bias, p.weights, in_zp), mult=_i32(p.mult),
