@@ -123,7 +123,18 @@ def _rv_move(ins: Instr, rd: int, regs: dict[int, int]) -> int | None:
 def block_events(block: Block, regs: dict[int, int]) -> list[tuple[int, int, int, int, int, int]]:
     """The access/pointer events of one execution of ``block`` given register values.
     RISC-V blocks (``getattr(block, "isa", "") == "riscv"``, isa/riscv_asm.py) have no
-    literal loads, their stack pointer is x2 and their pointer moves are addi/add/sub."""
+    literal loads, their stack pointer is x2 and their pointer moves are addi/add/sub.
+    Memoized on the block per register values (blocks are module-level and reused by
+    every layer and model, like the cores' per-block cycle caches)."""
+    memo = block.__dict__.setdefault("_events_memo", {})
+    key = tuple(sorted(regs.items()))
+    hit = memo.get(key)
+    if hit is None:
+        hit = memo[key] = _block_events(block, regs)
+    return list(hit)
+
+
+def _block_events(block: Block, regs: dict[int, int]) -> list[tuple[int, int, int, int, int, int]]:
     rv = getattr(block, "isa", "") == "riscv"
     base_tag: dict[int, int] = {}
     for ins in block.instrs:

@@ -160,24 +160,30 @@ class Program:
                 for sub in reversed(it.body):
                     stack.append((sub, mult * it.count))
 
+    def summary(self) -> tuple[int, np.ndarray, int]:
+        """(instructions executed, traffic per stream tag, code bytes) in one walk: the
+        blocks' executions are summed per distinct block first, so the per-block work
+        (traffic rows) is done once per block, not once per occurrence."""
+        runs: dict[Block, int] = {}
+        places: dict[Block, int] = {}
+        for it, m in self.walk():
+            if isinstance(it, Block):
+                places[it] = places.get(it, 0) + 1
+                if m:
+                    runs[it] = runs.get(it, 0) + m
+        instrs = sum(len(b) * m for b, m in runs.items())
+        tot = np.zeros((N_TAGS, 4), dtype=np.int64)
+        for b, m in runs.items():
+            tot += b.traffic * m
+        # a shared (library) block's bytes count once; any other block once per place
+        code = sum(b.code_bytes * (1 if b.shared else n) for b, n in places.items())
+        return instrs, tot, code
+
     def instructions_executed(self) -> int:
-        return sum(len(it) * m for it, m in self.walk() if isinstance(it, Block))
+        return self.summary()[0]
 
     def traffic(self) -> np.ndarray:
-        tot = np.zeros((N_TAGS, 4), dtype=np.int64)
-        for it, m in self.walk():
-            if isinstance(it, Block) and m:
-                tot += it.traffic * m
-        return tot
+        return self.summary()[1]
 
     def code_bytes(self) -> int:
-        seen: set[int] = set()
-        total = 0
-        for it, _ in self.walk():
-            if isinstance(it, Block):
-                if it.shared:
-                    if id(it) in seen:
-                        continue
-                    seen.add(id(it))
-                total += it.code_bytes
-        return total
+        return self.summary()[2]

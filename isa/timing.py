@@ -73,8 +73,12 @@ class CoreTiming:
     # -- generic evaluation ------------------------------------------------------------
     def time(self, program: Program) -> TimingResult:
         loops: dict[str, list[int]] = {}
-        cycles, _ = self._items(program.items, self.initial_state(), None, 1, loops)
-        traffic = program.traffic()
+        self._memo: dict | None = {}
+        try:
+            cycles, _ = self._items(program.items, self.initial_state(), None, 1, loops)
+        finally:
+            self._memo = None
+        instructions, traffic, code_bytes = program.summary()
         streams = {
             tag: StreamTraffic(*(int(v) for v in traffic[i]))
             for i, tag in enumerate(STREAM_TAGS)
@@ -82,9 +86,9 @@ class CoreTiming:
         }
         return TimingResult(
             cycles=int(cycles),
-            instructions=program.instructions_executed(),
+            instructions=instructions,
             streams=streams,
-            code_bytes=program.code_bytes(),
+            code_bytes=code_bytes,
             core=self.name,
             kernel=program.kernel,
             macs=program.macs,
@@ -99,9 +103,32 @@ class CoreTiming:
             if isinstance(it, Block):
                 c, state = self.block_cycles(it, state, lt)
             else:
-                c, state = self._loop(it, state, mult, loops)
+                c, state = self._loop_once(it, state, mult, loops)
             total += c
         return total, state
+
+    _memo: dict | None = None
+
+    def _loop_once(self, loop: Loop, state, mult: int, loops) -> tuple[int, Any]:
+        """``_loop`` memoized per (loop, entry state) for one ``time`` call: the first,
+        middle and last iterations of an outer loop enter an inner loop in the same states
+        again and again, and the result does not depend on ``mult`` (which only scales the
+        loop statistics, replayed here)."""
+        memo = self._memo
+        if memo is None:
+            return self._loop(loop, state, mult, loops)
+        key = (loop, state)
+        hit = memo.get(key)
+        if hit is None:
+            local: dict[str, list[int]] = {}
+            c, out = self._loop(loop, state, 1, local)
+            hit = memo[key] = (c, out, tuple((k, v[0], v[1]) for k, v in local.items()))
+        c, out, stats = hit
+        for name, n, cyc in stats:
+            acc = loops.setdefault(name, [0, 0])
+            acc[0] += n * mult
+            acc[1] += cyc * mult
+        return c, out
 
     def _loop(self, loop: Loop, state, mult: int, loops) -> tuple[int, Any]:
         n = loop.count

@@ -429,3 +429,21 @@ def test_im2col_walks_kernel_rows_and_unaligned_copies_branch():
     ]
     entry = items[0]  # bl, mov, orr, lsls, bne (taken)
     assert entry.instrs[-1].taken is True and len(entry) == 5
+
+
+@pytest.mark.parametrize("core", ["cortex-m4", "cortex-m7", "cortex-m55"])
+def test_loop_memo_changes_nothing(core):
+    """CoreTiming.time memoizes each loop per entry state; cycles and every loop's
+    statistics equal the plain recursive evaluation's (no memo)."""
+    isa = "armv8.1m-mve" if core == "cortex-m55" else "armv7em-dsp"
+    tm = core_timing(core)
+    for depthwise, k in ((False, 3), (True, 3), (False, 1)):
+        g, op = conv_graph(h=9, w=7, c_in=8, c_out=8, k=k, stride=2, depthwise=depthwise)
+        prog = schedule_for(isa, g, op)
+        res = tm.time(prog)
+        plain: dict = {}
+        cycles, _ = tm._items(prog.items, tm.initial_state(), None, 1, plain)
+        assert res.cycles == cycles
+        assert {k: (v.iterations, v.cycles) for k, v in res.loops.items()} == {
+            k: tuple(v) for k, v in plain.items()
+        }
