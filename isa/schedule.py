@@ -178,12 +178,3 @@ class Program:
         # a shared (library) block's bytes count once; any other block once per place
         code = sum(b.code_bytes * (1 if b.shared else n) for b, n in places.items())
         return instrs, tot, code
-
-    def instructions_executed(self) -> int:
-        return self.summary()[0]
-
-    def traffic(self) -> np.ndarray:
-        return self.summary()[1]
-
-    def code_bytes(self) -> int:
-        return self.summary()[2]

@@ -16,13 +16,8 @@ from conftest import model_path
 
 
 def _cc() -> str:
-    try:
-        import capstone  # noqa: F401
-        import unicorn  # noqa: F401
+    from mcusim.firmware import gcc_available, zig_available
 
-        from mcusim.firmware import gcc_available, zig_available
-    except ImportError as e:
-        pytest.skip(f"firmware harness unavailable: {e}")
     if gcc_available("cortex-m4"):
         return "gcc"
     if zig_available():
@@ -172,13 +167,8 @@ def test_cli_subcommand_json(tmp_path, capsys):
 
 
 def _zig_or_skip():
-    try:
-        import capstone  # noqa: F401
-        import unicorn  # noqa: F401
+    from mcusim.firmware import zig_available
 
-        from mcusim.firmware import zig_available
-    except ImportError as e:
-        pytest.skip(f"firmware harness unavailable: {e}")
     if not zig_available():
         pytest.skip("ziglang not installed (pip install ziglang): no RV32 compiler")
 

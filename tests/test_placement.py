@@ -4,7 +4,6 @@ registered here, and on the real tiles when they exist."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -262,9 +261,6 @@ def test_impossible_forcing_names_layer_and_reason(model, dev_path):
         mcusim.run(model, dev_path, place={"conv1": "dsp"})
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("mcusim.kernels.subbyte") is None, reason="no sub-byte kernels"
-)
 def test_precision_override_moves_int4_layer_to_cpu(model, dev_path):
     r = mcusim.run(model, dev_path, precision={"conv3": "W4A8"})
     assert r.layers[2].engine == "cpu:cortex-m4"
@@ -437,9 +433,6 @@ def test_cli_overrides(qnn_path, dev_path, tmp_path, capsys):
         main(argv + ["--force-cpu", "--force-npu"])
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("mcusim.kernels.subbyte") is None, reason="no sub-byte kernels"
-)
 def test_cli_precision(qnn_path, dev_path, tmp_path, capsys):
     js = tmp_path / "r.json"
     argv = ["run", str(qnn_path), "--device", str(dev_path), "--json", str(js)]
@@ -536,9 +529,6 @@ def _tile_of(dev):
     return npu_tile(dev)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("mcusim.kernels.subbyte") is None, reason="no sub-byte kernels"
-)
 def test_kws_on_max78000_three_ways():
     """All CPU, NPU + CPU fallback, NPU INT8 + CPU INT4 (the README example)."""
     dev = _real_device("max78000")

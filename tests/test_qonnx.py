@@ -17,8 +17,6 @@ at most 1.
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -37,10 +35,6 @@ from mcusim.importers.qonnx import load_qonnx, load_qonnx_model  # noqa: E402
 from mcusim.model import Model  # noqa: E402
 from mcusim.runner import compute_outputs  # noqa: E402
 
-HAVE_SUBBYTE = importlib.util.find_spec("mcusim.kernels.subbyte") is not None
-needs_subbyte = pytest.mark.skipif(
-    not HAVE_SUBBYTE, reason="mcusim.kernels.subbyte is missing: sub-byte kernels needed"
-)
 DOMAIN = "qonnx.custom_op.general"
 
 
@@ -287,7 +281,6 @@ def assert_end_to_end(ref, got, min_equal=0.9):
     assert np.mean(diff == 0) >= min_equal, np.mean(diff == 0)
 
 
-@needs_subbyte
 @pytest.mark.parametrize("w_bits,a_bits", [(4, 4), (2, 4), (4, 2), (2, 2), (4, 8)])
 def test_subbyte_conv_fc_matches_qonnx(w_bits, a_bits):
     model, s_in, zp_in, s_out, zp_out = conv_relu_fc_model(w_bits, a_bits, seed=w_bits + a_bits)
@@ -355,7 +348,6 @@ def binary_model(a_binary: bool):
     return b.model((1, 3, 6, 6) if not a_binary else (1, 3, 6, 6), p, out_shape)
 
 
-@needs_subbyte
 def test_binary_weights_w1a8_match_qonnx():
     model = binary_model(False)
     g = load_qonnx_model(model)
@@ -367,7 +359,6 @@ def test_binary_weights_w1a8_match_qonnx():
         assert_end_to_end(ref, got)
 
 
-@needs_subbyte
 def test_binary_activations_w1a1_match_qonnx():
     model = binary_model(True)
     g = load_qonnx_model(model)
@@ -427,7 +418,6 @@ def test_residual_int8_close_to_qonnx():
         assert_end_to_end(ref, got, 0.75)
 
 
-@needs_subbyte
 def test_residual_int4_close_to_qonnx():
     model = residual_model(4)
     for seed in range(3):
@@ -568,7 +558,6 @@ def test_missing_qonnx_package_is_a_clear_error(tmp_path, monkeypatch):
         mcusim.load(p)
 
 
-@needs_subbyte
 def test_requantize_imported_qonnx_model():
     """An INT8 QONNX import is a source for mcusim.quantize like a TFLite model."""
     from mcusim.quantize import requantize

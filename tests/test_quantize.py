@@ -8,7 +8,6 @@ while that module is absent.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np
@@ -38,12 +37,6 @@ from mcusim.quantize import (
 from mcusim.runner import compute_outputs
 
 from conftest import model_path
-
-HAVE_SUBBYTE = importlib.util.find_spec("mcusim.kernels.subbyte") is not None
-needs_subbyte = pytest.mark.skipif(
-    not HAVE_SUBBYTE,
-    reason="mcusim.kernels.subbyte is missing: sub-byte kernels are needed to run the graph",
-)
 
 
 # -- a small INT8 graph -------------------------------------------------------------------
@@ -361,7 +354,6 @@ def test_cli_quantize_errors(tmp_path, capsys):
 
 
 # -- SQNR (needs the sub-byte kernels) ---------------------------------------------------------
-@needs_subbyte
 def test_sqnr_matches_independent_computation():
     g = build_graph()
     cal = calib(5)
@@ -382,7 +374,6 @@ def test_sqnr_matches_independent_computation():
     assert rec["conv2"]["sqnr_db"] == pytest.approx(10 * math.log10(sig_c2 / err_c2))
 
 
-@needs_subbyte
 def test_sqnr_decreases_with_bits():
     g = build_graph()
     cal = calib(6)
@@ -394,7 +385,6 @@ def test_sqnr_decreases_with_bits():
     assert a[2] < a[4] - 6.0
 
 
-@needs_subbyte
 def test_binary_layer_runs_and_reports():
     g = build_graph()
     res = requantize(g, {"dw3": "W1A1"}, calib())
@@ -411,7 +401,6 @@ def test_binary_layer_runs_and_reports():
     assert agree > 0.95  # differs only where the int8 rounding of the source crosses 0
 
 
-@needs_subbyte
 def test_shared_model_all_w4a8():
     p = model_path("vww_96_int8")
     import mcusim
