@@ -7,8 +7,9 @@ For each layer of the shared models (default kws_ref_model and vww_96_int8) on e
     afresh (the per-(model, device) cache of mcusim.runner.device_costs is NOT used):
       1. kernel: ``KernelDef.prepare(graph, op)`` (multipliers, weight reordering) and
          ``compute(params, inputs)`` on the layer's real inputs (numba, JIT warm);
-      2. schedule + core timing: ``mcusim.runner.time_op`` = ``schedule_for`` (the
-         instruction schedule of the library kernel) + ``core_timing(core).time``;
+      2. schedule + core timing: ``mcusim.observed.observe_op`` (the data facts of a
+         data-dependent kernel: softmax) and ``mcusim.runner.time_op`` = ``schedule_for``
+         (the instruction schedule of the library kernel) + ``core_timing(core).time``;
       3. memory: when the device has caches or a flash accelerator,
          ``mcusim.cache.simulate_layer``: this layer's address stream alone, caches cold
          (equal to ``simulate_model`` with every other layer an empty Program, as
@@ -58,6 +59,7 @@ from mcusim.costs import layer_cost
 from mcusim.devices.loader import load_device
 from mcusim.inputs import random_inputs
 from mcusim.isa.schedule import Program
+from mcusim.observed import observe, observe_op
 from mcusim.runner import compute_outputs, device_costs, time_op
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
@@ -82,7 +84,7 @@ def sim_layer(dev, graph, i: int, plan, inputs, kdef, empty: Program):
     params = kdef.prepare(graph, op)
     outs = kdef.compute(params, inputs)
     t1 = time.perf_counter()
-    tm = time_op(dev, graph, op)
+    tm = time_op(dev, graph, op, observe_op(graph, op, inputs[0]) if inputs else None)
     t2 = time.perf_counter()
     cache = None
     if needs_simulation(dev):
@@ -124,8 +126,8 @@ def bench_model(name: str, device: str, args) -> dict:
     m = mcusim.load(MODELS / f"{name}.tflite")
     g = m.graph
     dev = load_device(device)
-    dc = device_costs(m, dev)  # only for the arena plan and the consistency check
     env = compute_outputs(m, random_inputs(g, args.seed))
+    dc = device_costs(m, dev, observe(g, env))  # for the arena plan and the consistency check
     prepared = m.prepared()
     h = harness_for(build_twins(dev.core.name, args.cc).elf, dev.core.name)
     tracer = Tracer(device=dev)

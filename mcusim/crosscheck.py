@@ -152,6 +152,7 @@ def crosscheck(
     )
     from .inputs import check_inputs, random_inputs
     from .model import Model, load
+    from .observed import observe
     from .runner import compute_outputs, device_costs
 
     m = model if isinstance(model, Model) else load(model)
@@ -184,9 +185,9 @@ def crosscheck(
         res = build_twins(core, cc)
         elf_path, compiler, version, flags = res.elf, res.compiler, res.version, res.flags
     h = None if use_qemu else harness_for(elf_path, core)
-    dc = device_costs(m, dev)
     xs = random_inputs(g, seed) if inputs is None else check_inputs(g, inputs)
     env = compute_outputs(m, xs)
+    dc = device_costs(m, dev, observe(g, env))  # softmax timed on the same data
     prepared = m.prepared()
     tracer = Tracer(device=dev)
     cached = needs_simulation(dev)

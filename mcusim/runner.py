@@ -1,9 +1,11 @@
 """The run loop: for each layer, kernel choice -> compute (numba) + timing (ISA) + memory
 traffic -> energy -> record.
 
-Costs do not depend on data values, so they are computed once per (model, device) and
-reused by every run on that device; outputs are computed on every run, except in
-``mode="estimate"`` (cycles, traffic and energy only: the same numbers, no outputs).
+Costs are computed once per (model, device) and reused by every run on that device; the
+few kernels whose timing depends on the values (mcusim.observed: softmax) are timed again
+on each full run's own tensors. Outputs are computed on every run, except in
+``mode="estimate"`` (cycles, traffic and energy only: the same numbers but for those
+data-dependent layers, which take their schedules' expectation; no outputs).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .graph import Graph, Op
 from .inputs import check_inputs, random_inputs
 from .memory_plan import ArenaPlan, plan_arena, qparam_buffers
 from .model import Model, load
+from .observed import OpData, observe
 from .placement import Placement, Transfer
 from .stats import constant_bytes, op_macs
 
@@ -58,12 +61,13 @@ class DeviceCosts:
     cluster: tuple | None = None  # per layer mcusim.cluster.ClusterLayer on cluster devices
 
 
-def time_op(device: Device, graph: Graph, op: Op) -> OpTiming:
-    """Instruction schedule of the op's kernel for the device's ISA, timed by its core."""
+def time_op(device: Device, graph: Graph, op: Op, data: OpData | None = None) -> OpTiming:
+    """Instruction schedule of the op's kernel for the device's ISA, timed by its core
+    (``data``: the run's observed facts for a data-dependent kernel, mcusim.observed)."""
     from mcusim.isa.timing import core_timing
     from mcusim.kernels.schedules import schedule_for
 
-    program = schedule_for(device.core.isa, graph, op)
+    program = schedule_for(device.core.isa, graph, op, data)
     tr = core_timing(device.core.name).time(program)
     streams = {
         tag: StreamUse(s.read_bytes, s.write_bytes, s.reads, s.writes)
@@ -80,8 +84,35 @@ def time_op(device: Device, graph: Graph, op: Op) -> OpTiming:
     )
 
 
-def device_costs(model: Model, device: Device) -> DeviceCosts:
-    key = device  # the loader returns one shared Device per distinct file content
+def _data_used(device: Device, graph: Graph, data: Mapping[int, OpData] | None) -> tuple:
+    """The observed facts the device's schedules use, as a cache key (empty: none)."""
+    if not data or device.cluster is not None:
+        return ()
+    from mcusim.kernels.schedules import uses_data
+
+    return tuple(
+        sorted((i, d) for i, d in data.items() if uses_data(device.core.isa, graph.ops[i]))
+    )
+
+
+_DATA_KEYS_KEPT = 8  # cost sets kept per model for observed data (a seed sweep: one each)
+
+
+def _remember(model: Model, key, costs) -> None:
+    if isinstance(key, tuple) and key[0] == "data":
+        old = [k for k in model._costs if isinstance(k, tuple) and k[0] == "data"]
+        for k in old[: max(0, len(old) - _DATA_KEYS_KEPT + 1)]:
+            del model._costs[k]
+    model._costs[key] = costs
+
+
+def device_costs(
+    model: Model, device: Device, data: Mapping[int, OpData] | None = None
+) -> DeviceCosts:
+    """Per-layer timings and costs of ``model`` on ``device``, cached per device (and per
+    observed data, ``data`` from mcusim.observed.observe, for data-dependent kernels)."""
+    used = _data_used(device, model.graph, data)
+    key = ("data", device, used) if used else device  # the loader shares one Device per file
     cached = model._costs.get(key)
     if cached is not None:
         return cached
@@ -90,7 +121,15 @@ def device_costs(model: Model, device: Device) -> DeviceCosts:
         dc = _cluster_costs(model, device)
         model._costs[key] = dc
         return dc
-    timings = tuple(time_op(device, g, op) for op in g.ops)
+    if used:  # only the data-dependent layers are timed again
+        base = device_costs(model, device).timings
+        facts = dict(used)
+        timings = tuple(
+            time_op(device, g, op, facts[i]) if i in facts else base[i]
+            for i, op in enumerate(g.ops)
+        )
+    else:
+        timings = tuple(time_op(device, g, op) for op in g.ops)
     plan = plan_arena(g, {i: tm.scratch_bytes for i, tm in enumerate(timings)}, qparam_buffers(g))
     flash = constant_bytes(g)
     check_fit(model, device, plan.peak_bytes, flash)
@@ -114,7 +153,7 @@ def device_costs(model: Model, device: Device) -> DeviceCosts:
         for i, tm in enumerate(timings)
     )
     dc = DeviceCosts(device, timings, costs, plan, flash)
-    model._costs[key] = dc
+    _remember(model, key, dc)
     return dc
 
 
@@ -229,8 +268,18 @@ def shares_cpu_memory(tile: NpuTile) -> bool:
     return tile.transfer_cycles(1024) == 0
 
 
-def hetero_costs(model: Model, device: Device, tile: NpuTile, pl: Placement) -> HeteroCosts:
-    key = (device, pl.engines)
+def hetero_costs(
+    model: Model,
+    device: Device,
+    tile: NpuTile,
+    pl: Placement,
+    data: Mapping[int, OpData] | None = None,
+) -> HeteroCosts:
+    """``data``: as for :func:`device_costs` (used by CPU layers only)."""
+    cpu_side = {i: d for i, d in (data or {}).items() if pl.side(i) == "cpu"}
+    used = _data_used(device, model.graph, cpu_side)
+    key = ("data", device, pl.engines, used) if used else (device, pl.engines)
+    facts = dict(used)
     cached = model._costs.get(key)
     if cached is not None:
         return cached
@@ -256,7 +305,7 @@ def hetero_costs(model: Model, device: Device, tile: NpuTile, pl: Placement) -> 
             )
     else:
         for i in cpu_ops:
-            timings[i] = time_op(device, g, g.ops[i])
+            timings[i] = time_op(device, g, g.ops[i], facts.get(i))
     view = cpu_view(g, pl, shared)
     plan = plan_arena(
         view, {i: tm.scratch_bytes for i, tm in timings.items()}, qparam_buffers(view, set(cpu_ops))
@@ -300,7 +349,7 @@ def hetero_costs(model: Model, device: Device, tile: NpuTile, pl: Placement) -> 
     hc = HeteroCosts(
         device, pl, tile, cpu, npu, transfers, tcycles, plan, flash, npu_plan, one_time, shared
     )
-    model._costs[key] = hc
+    _remember(model, key, hc)
     return hc
 
 
@@ -478,8 +527,9 @@ def _run_hetero(
     model, dev, tile, pl, xs, keep_tensors, requant=None, estimate: bool = False
 ) -> RunResult:
     """``requant``: (source model, per-layer rewrite reports) when ``model`` is the source
-    with its NPU layers moved to the tile's arithmetic. ``estimate``: no kernel runs (costs
-    do not depend on them): no outputs, and no re-quantization deviation report."""
+    with its NPU layers moved to the tile's arithmetic. ``estimate``: no kernel runs: no
+    outputs, data-dependent CPU layers take their schedules' expectation
+    (mcusim.observed), and no re-quantization deviation report."""
     g = model.graph
     hc = hetero_costs(model, dev, tile, pl)
     env: dict[str, np.ndarray] = {}
@@ -492,6 +542,7 @@ def _run_hetero(
                 kernels[i] = k
         prepared = model.prepared_for((dev, pl.engines), kernels)
         env = compute_outputs(model, xs, prepared)
+        hc = hetero_costs(model, dev, tile, pl, observe(g, env))
     clk = dev.core.clock_hz
     npu_clk = float(tile.clock_hz)
     by_layer: dict[int, list[tuple[Transfer, int]]] = {}
@@ -611,9 +662,12 @@ def run(
     random ones), so the tile's support check sees the new precision.
 
     ``mode="estimate"`` computes cycles, traffic and energy without running any kernel:
-    every layer record, total and the peak RAM / flash equal the full run's exactly, but
-    ``outputs`` is empty and the MAX78000 re-quantization report (it compares outputs) is
-    skipped (both said in ``result.notes``). Given ``inputs`` are still checked.
+    every layer record, total and the peak RAM / flash equal the full run's exactly except
+    where a kernel's timing depends on the values (mcusim.observed: softmax on Arm cores,
+    timed on this run's data in full mode, on the schedule's expectation in estimate
+    mode); ``outputs`` is empty and the MAX78000 re-quantization report (it compares
+    outputs) is skipped (both said in ``result.notes``). Given ``inputs`` are still
+    checked.
     """
     from .placement import PlacementError
     from .placement import place as place_layers
@@ -667,8 +721,10 @@ def _run_cpu(
 ) -> RunResult:
     """Every layer on the device's CPU (or its cluster): the pre-NPU run, unchanged."""
     g = model.graph
-    dc = device_costs(model, dev)
+    dc = device_costs(model, dev)  # checks the fit before any kernel runs
     env = {} if estimate else compute_outputs(model, xs)
+    if not estimate:
+        dc = device_costs(model, dev, observe(g, env))
     engine = f"cpu:{dev.core.name}"
     layers = []
     for i, (op, tm, c) in enumerate(zip(g.ops, dc.timings, dc.costs, strict=True)):

@@ -34,25 +34,24 @@ def kws_report():
 
 
 def test_report_fields(kws_report):
-    from mcusim.devices.loader import load_device
-    from mcusim.model import load
-    from mcusim.runner import device_costs
+    import mcusim
 
     rep = kws_report
     assert rep.device == "stm32l4r5" and rep.core == "cortex-m4"
     assert rep.compiler in ("gcc", "zig") and rep.compiler_version and rep.flags
     assert [r.index for r in rep.layers] == [0, 1, 10, 11, 12]
-    dc = device_costs(load(model_path("kws_ref_model")), load_device("stm32l4r5"))
+    run = mcusim.run(model_path("kws_ref_model"), "stm32l4r5")  # the same seed-0 inputs
     for r in rep.layers:
         assert r.skipped is None
         assert r.bit_exact is True and r.mismatch is None
         assert r.twin and r.instructions > 0
         # the model-run numbers are the runner's, unchanged; the compared ones are the same
         # schedule (same compute) with its memory stalls simulated as the firmware ran
-        assert r.sim_model_cycles == dc.costs[r.index].cycles
-        assert r.sim_compute_cycles == dc.costs[r.index].compute_cycles
+        rec = run.layers[r.index]
+        assert r.sim_model_cycles == rec.cycles
+        assert r.sim_compute_cycles == rec.compute_cycles
         assert r.sim_cycles > r.sim_compute_cycles
-        assert r.sim_kernel == dc.timings[r.index].kernel
+        assert r.sim_kernel == rec.kernel
         assert r.fw_cycles >= r.fw_compute_cycles > 0
         assert r.delta_pct == pytest.approx(
             100 * (r.fw_cycles - r.sim_cycles) / r.sim_cycles, abs=0.01
@@ -62,6 +61,34 @@ def test_report_fields(kws_report):
     d = rep.to_dict()
     assert d["all_bit_exact"] is True and len(d["layers"]) == 5
     json.dumps(d)  # serialisable
+
+
+def test_softmax_is_timed_on_the_layers_input(kws_report):
+    """kws's softmax row has fewer elements within |diff_min| of its maximum than the
+    estimate expects: timed on the observed count (mcusim.observed), the simulator agrees
+    with the twin within 5 %, both in instructions and in cycles as run."""
+    from collections import Counter
+
+    import mcusim
+    from mcusim.kernels.schedules.cmsis_softmax import passing_elements
+    from mcusim.kernels.softmax import softmax_prepare
+    from mcusim.observed import OpData, observe
+
+    m = mcusim.load(model_path("kws_ref_model"))
+    g = m.graph
+    run = mcusim.run(m, "stm32l4r5", keep_tensors=True)
+    op = g.ops[12]
+    x = run.tensors[op.inputs[0]]
+    dmin = softmax_prepare(g, op).diff_min
+    counts = [sum(int(v) - int(max(row)) >= dmin for v in row) for row in x.reshape(-1, 12)]
+    assert observe(g, run.tensors) == {12: OpData(tuple(sorted(Counter(counts).items())))}
+    assert counts[0] < passing_elements(g, op, 12)
+    est = mcusim.run(m, "stm32l4r5", mode="estimate").layers[12]
+    assert run.layers[12].instructions < est.instructions
+    r = kws_report.layers[-1]
+    assert r.op == "softmax" and r.sim_instructions == run.layers[12].instructions
+    assert abs(r.instructions - r.sim_instructions) <= 0.05 * r.sim_instructions
+    assert abs(r.delta_pct) <= 5.0
 
 
 def test_conv_layer_instructions_close_to_simulator(kws_report):

@@ -150,25 +150,49 @@ MN_INLINE int32_t mn_clz(uint32_t x) { return x ? __builtin_clz(x) : 32; }
     [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3), [t4] "=&r"(t4), [t5] "=&r"(t5),       \
         [u6] "=&r"(u6), [u7] "=&r"(u7)
 
-/* sum pass, one element within diff_min: sum + exp(diff) / 2^12 */
-MN_INLINE int32_t mn_sm_sum_step(int32_t v, int32_t sum, const int32_t *f)
+/* The two passes over a row as asm loops in the schedule's order (cmsis_softmax.py: SUM_PRE
+ * .. SUM_POST and SUM_SKIP; the output pass and OUT_SKIP), loop control included, so the
+ * compilers add no per-element code of their own. An element below diff_min (f[4]; one
+ * load more than the schedule, which keeps it in a register: zig's frame pointer leaves
+ * too few) takes the short path. Each path has its own loop test, as in the schedule. */
+MN_INLINE int32_t mn_sm_sum_pass(const int8_t *p, const int8_t *end, int32_t mx,
+                                 const int32_t *f)
 {
-    int32_t t1, t2, t3, t4, t5, u6, u7;
-    __asm__ volatile(MN_SM_EXP MN_SM_DIV("%[v]", 12, "ubfx    %[u6], %[v], #0, #12", 2047)
+    int32_t v, sum = 0, t1, t2, t3, t4, t5, u6, u7;
+    __asm__ volatile("1:\n\t"
+                     "ldrsb   %[v], [%[p]], #1\n\t"
+                     "subs    %[v], %[v], %[mx]\n\t"
+                     "ldr     %[t1], [%[f], #16]\n\t"
+                     "cmp     %[v], %[t1]\n\t"
+                     "blt     2f\n\t" MN_SM_EXP
+                         MN_SM_DIV("%[v]", 12, "ubfx    %[u6], %[v], #0, #12", 2047)
                      "add     %[sum], %[sum], %[v]\n\t"
-                     : [v] "+r"(v), [sum] "+r"(sum), MN_SM_TEMPS
-                     : [f] "r"(f)
-                     : "cc");
+                     "cmp     %[p], %[end]\n\t"
+                     "bne     1b\n\t"
+                     "b       3f\n\t"
+                     "2:\n\t"
+                     "cmp     %[p], %[end]\n\t"
+                     "bne     1b\n\t"
+                     "3:\n\t"
+                     : [v] "=&r"(v), [sum] "+r"(sum), [p] "+r"(p), MN_SM_TEMPS
+                     : [f] "r"(f), [end] "r"(end), [mx] "r"(mx)
+                     : "cc", "memory");
     return sum;
 }
 
-/* output pass, one element within diff_min: exp(diff) * scale, rounding shift by bits,
- * - 128, clamped to 127 (the result is >= -128: both factors are >= 0), stored */
-MN_INLINE void mn_sm_out_step(int32_t v, int8_t **out, const int32_t *f)
+/* output pass: exp(diff) * scale (f[2]), rounding shift by bits (f[3]), - 128, clamped to
+ * 127 (the result is >= -128: both factors are >= 0); -128 below diff_min */
+MN_INLINE void mn_sm_out_pass(const int8_t *p, int8_t *o, int8_t *o_end, int32_t mx,
+                              const int32_t *f)
 {
-    int32_t t1, t2, t3, t4, t5, u6, u7;
-    __asm__ volatile(MN_SM_EXP "ldr     %[t1], [%[f], #8]\n\t" MN_SM_MUL("%[t1]", "%[v]", "%[v]")
-                     "ldr     %[t3], [%[f], #12]\n\t"
+    int32_t v, t1, t2, t3, t4, t5, u6, u7;
+    __asm__ volatile("1:\n\t"
+                     "ldrsb   %[v], [%[p]], #1\n\t"
+                     "subs    %[v], %[v], %[mx]\n\t"
+                     "ldr     %[t1], [%[f], #16]\n\t"
+                     "cmp     %[v], %[t1]\n\t"
+                     "blt     2f\n\t" MN_SM_EXP "ldr     %[t1], [%[f], #8]\n\t"
+                         MN_SM_MUL("%[t1]", "%[v]", "%[v]") "ldr     %[t3], [%[f], #12]\n\t"
                      "movs    %[t1], #1\n\t"
                      "lsls    %[t1], %[t3]\n\t"
                      "subs    %[t1], #1\n\t"
@@ -184,8 +208,17 @@ MN_INLINE void mn_sm_out_step(int32_t v, int8_t **out, const int32_t *f)
                      "it      gt\n\t"
                      "movgt   %[v], #127\n\t"
                      "strb    %[v], [%[o]], #1\n\t"
-                     : [v] "+r"(v), [o] "+r"(*out), MN_SM_TEMPS
-                     : [f] "r"(f)
+                     "cmp     %[o], %[oe]\n\t"
+                     "bne     1b\n\t"
+                     "b       3f\n\t"
+                     "2:\n\t"
+                     "mvn     %[v], #127\n\t"
+                     "strb    %[v], [%[o]], #1\n\t"
+                     "cmp     %[o], %[oe]\n\t"
+                     "bne     1b\n\t"
+                     "3:\n\t"
+                     : [v] "=&r"(v), [p] "+r"(p), [o] "+r"(o), MN_SM_TEMPS
+                     : [f] "r"(f), [oe] "r"(o_end), [mx] "r"(mx)
                      : "cc", "memory");
 }
 #endif
@@ -197,28 +230,29 @@ int32_t mn_softmax_s8(const mn_softmax_args *a)
     const int32_t mask = 1 << a->input_left_shift;
     const int8_t *in = a->input;
     int8_t *out = a->output;
-    if (a->input_left_shift < 0 || a->input_left_shift > 30)
+    if (a->input_left_shift < 0 || a->input_left_shift > 30 || a->depth < 1)
         return MN_ARG_ERROR;
 #if MN_DSP
-    int32_t frame[4] = {mask, a->input_mult, 0, 0}; /* the schedule's stack slots */
+    /* the schedule's stack slots, and diff_min */
+    int32_t frame[5] = {mask, a->input_mult, 0, 0, a->diff_min};
 #endif
     for (int32_t r = 0; r < a->rows; r++) {
         int32_t mx = in[0];
         for (int32_t c = 1; c < a->depth; c++)
             mx = mn_max(mx, in[c]);
+#if MN_DSP
+        const int32_t sum = mn_sm_sum_pass(in, in + a->depth, mx, frame); /* depth >= 1 */
+#else
         int32_t sum = 0;
         for (int32_t c = 0; c < a->depth; c++) {
             const int32_t diff = in[c] - mx;
             if (diff >= a->diff_min)
-#if MN_DSP
-                sum = mn_sm_sum_step(diff, sum, frame);
-#else
                 sum = (int32_t)((uint32_t)sum +
                                 (uint32_t)mn_divide_by_pot(
                                     mn_exp_on_negative(mn_mul_sat(diff * mask, a->input_mult)),
                                     MN_ACCUM_BITS));
-#endif
         }
+#endif
         const int32_t headroom = mn_clz((uint32_t)sum);
         const int32_t shifted =
             (int32_t)(((uint32_t)sum << headroom) - 0x80000000u); /* sum << hr - 1.0 */
@@ -228,14 +262,7 @@ int32_t mn_softmax_s8(const mn_softmax_args *a)
 #if MN_DSP
         frame[2] = scale;
         frame[3] = bits;
-        int8_t *o = out;
-        for (int32_t c = 0; c < a->depth; c++) {
-            const int32_t diff = in[c] - mx;
-            if (diff >= a->diff_min)
-                mn_sm_out_step(diff, &o, frame);
-            else
-                *o++ = -128;
-        }
+        mn_sm_out_pass(in, out, out + a->depth, mx, frame);
 #else
         for (int32_t c = 0; c < a->depth; c++) {
             const int32_t diff = in[c] - mx;

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op
 from mcusim.isa.schedule import Program
+from mcusim.observed import OpData
 
 Builder = Callable[[Graph, Op], Program]
 
@@ -28,6 +29,13 @@ FAMILIES: dict[str, str] = {
     "rv32-xpulpv2": "mcusim.kernels.schedules.pulpnn:schedule",  # RI5CY: PULP-NN
     "rv32-xpulpnn": "mcusim.kernels.schedules.pulpnn_xpulpnn:schedule",  # RI5CY + XpulpNN
     "rv32imc": "mcusim.kernels.schedules.pulpnn_rv32imc:schedule",  # plain RV32IMC: TFLM ref
+}
+
+# ISA family -> op kinds whose schedule depends on the data (mcusim.observed): a full run
+# passes the observed facts to the builder (``data=``); no other builder takes them.
+DATA_KINDS: dict[str, frozenset[str]] = {
+    "armv7em-dsp": frozenset({"softmax"}),  # CMSIS-NN softmax skips exp below diff_min
+    "armv8.1m-mve": frozenset({"softmax"}),  # the same scalar softmax
 }
 
 ISA_ALIASES = {
@@ -61,14 +69,24 @@ def _builder(family: str) -> Builder:
     return getattr(importlib.import_module(mod), fn)
 
 
-def schedule_for(isa: str, graph: Graph, op: Op) -> Program:
-    """The instruction schedule ``op`` executes on ``isa`` (e.g. "armv7em-dsp")."""
+def uses_data(isa: str, op: Op) -> bool:
+    """Whether ``op``'s schedule on ``isa`` depends on the values it runs on."""
+    return op.kind in DATA_KINDS.get(ISA_ALIASES.get(isa.lower(), ""), frozenset())
+
+
+def schedule_for(isa: str, graph: Graph, op: Op, data: OpData | None = None) -> Program:
+    """The instruction schedule ``op`` executes on ``isa`` (e.g. "armv7em-dsp"); ``data``:
+    the run's observed facts, used where :func:`uses_data` (else the schedule's own
+    expectation)."""
     key = ISA_ALIASES.get(isa.lower())
     if key is None:
         raise UnsupportedOpError(f"no instruction schedules for ISA {isa!r}", layer=op.label)
     from .buffers import scratch_bytes
 
-    prog = _builder(key)(graph, op)
+    if data is not None and uses_data(key, op):
+        prog = _builder(key)(graph, op, data=data)
+    else:
+        prog = _builder(key)(graph, op)
     prog.isa = key
     prog.scratch_bytes = scratch_bytes(graph, op, prog)
     return prog

@@ -11,6 +11,7 @@ from __future__ import annotations
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op
 from mcusim.isa.schedule import Program
+from mcusim.observed import OpData
 from mcusim.precision import needs_generic_kernel
 
 # kinds whose schedules are CMSIS-NN int8 kernels: they need int8 activations
@@ -35,8 +36,9 @@ _SUBBYTE = frozenset(
 )
 
 
-def schedule(graph: Graph, op: Op) -> Program:
-    """CMSIS-NN DSP-path (or TFLM reference) schedule of ``op`` on an Armv7E-M core."""
+def schedule(graph: Graph, op: Op, data: OpData | None = None) -> Program:
+    """CMSIS-NN DSP-path (or TFLM reference) schedule of ``op`` on an Armv7E-M core;
+    ``data``: the run's observed data facts for a kind in DATA_KINDS (mcusim.observed)."""
     kind = op.kind
     from . import (  # noqa: I001
         cmsis_conv,
@@ -77,7 +79,7 @@ def schedule(graph: Graph, op: Op) -> Program:
             return cmsis_eltwise.elementwise_program(graph, op)
         return tflm_reference.reference_program(graph, op)
     if kind == "softmax":
-        return cmsis_softmax.softmax_program(graph, op)
+        return cmsis_softmax.softmax_program(graph, op, data)
     if kind in ("reshape", "squeeze"):
         return copy.reshape_program(graph, op)
     if kind == "concat":

@@ -5,9 +5,10 @@ the max is >= diff_min (EXP_ON_NEG: a fixed-point polynomial plus seven conditio
 multiplies, each a saturating rounding doubling high multiply); CLZ and a Newton
 reciprocal (ONE_OVER1: a linear guess and three Newton steps, seven saturating doubling
 multiplies); an output pass recomputing exp, scaling, shifting and clamping.
-Which elements pass the diff_min test depends on the data: the schedule takes the row's
-maximum plus the expected share of the other elements when activations spread evenly over
-the int8 range, (|diff_min| + 1) / 256 of them (all when |diff_min| >= 255); a skipped
+Which elements pass the diff_min test depends on the data: a full run passes the counts
+it observed per row (mcusim.observed); without them (estimate mode) the schedule takes the
+row's maximum plus the expected share of the other elements when activations spread evenly
+over the int8 range, (|diff_min| + 1) / 256 of them (all when |diff_min| >= 255). A skipped
 element costs its load, compare and taken branch in the sum pass and a store of -128 in
 the output pass.
 """
@@ -19,6 +20,7 @@ from functools import cache
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op
 from mcusim.isa.schedule import Block, Loop, Program, Rewind
+from mcusim.observed import OpData
 
 
 def _mul_sat(a: str, b: str, d: str) -> str:
@@ -110,26 +112,30 @@ bne    .Lsm_sum
 
 
 def _mul_pow2_sat(x: str, d: str, e: int) -> str:
-    """arm_nn_mult_by_power_of_two(x, e) -> d: x << e saturated to the int32 range."""
-    lim = (1 << (31 - e)) - 1
+    """arm_nn_mult_by_power_of_two(x, e) -> d: x << e saturated to the int32 range. With
+    lim = 2^(31-e) - 1 (not an encodable immediate): x > lim is tested as x >= lim + 1,
+    x < -lim as x + (lim + 1) <= 0, lim + 1 = 2^(31-e) being one."""
+    lim1 = 1 << (31 - e)
     return f"""
 lsl    {d}, {x}, #{e}
-cmp    {x}, #{lim}
-it     gt
-mvngt  {d}, #0x80000000
-cmn    {x}, #{lim}
-it     lt
-movlt  {d}, #0x80000000
+cmp    {x}, #{lim1:#x}
+it     ge
+mvnge  {d}, #0x80000000
+cmn    {x}, #{lim1:#x}
+it     le
+movle  {d}, #0x80000000
 """
 
 
 def _one_over_one_plus_x() -> str:
     """arm_nn_one_over_one_plus_x_for_x_in_0_1(r0) -> r0: the 64-bit half denominator, the
     linear first guess and three Newton steps (two saturating doubling multiplies and a
-    saturating x4 each), then a saturating x2."""
+    saturating x4 each), then a saturating x2. The half denominator is gemmlowp's
+    RoundingHalfSum(a, Q31_MAX) = (a + Q31_MAX + 1) >> 1 for a >= 0 (here a is in [0, 2^31)),
+    so the 64-bit sum adds 2^31."""
     t = """
 asrs   r2, r0, #31
-mvn    r1, #0x80000000               ; Q31_MAX
+mov    r1, #0x80000000               ; Q31_MAX + 1 (the rounding of the half sum)
 adds   r0, r0, r1
 adc    r2, r2, #0
 lsrs   r0, r0, #1
@@ -183,9 +189,26 @@ subs   r10, #1
 bne    .Lsm_out
 """
 )
+# GCC 12.2 -O2 -mcpu=cortex-m4 of CMSIS-NN's arm_softmax_s8.c and
+# arm_nn_softmax_common_s8.c: the blocks around the loops below (the wrapper copies its
+# stack arguments and calls the common function, whose entry spills the row pointers and
+# counts it keeps on the stack; each row reloads them and each row end advances them).
 ROW_SETUP = """
-ldrsb  r4, [r1], #1    {input}        ; max = input[0]
-subs   r2, r5, #1
+ldr    r2, [sp, #80]                 ; row_size
+ldr    r3, [sp, #68]                 ; input row - 1
+cmp    r2, #1
+ldrsb  r4, [r3, #1]    {input}        ; max = input[0]
+add    r3, r3, #1
+ble    .Lsm_max_done
+ldr    r1, [sp, #4]                  ; last element
+"""
+SUM_SETUP = """
+ldr    lr, [sp, #68]
+str    fp, [sp, #72]
+movs   r3, #0
+strd   r3, r4, [sp, #12]             ; sum = 0, max
+mov    ip, lr
+b      .Lsm_sum_first
 """
 SUM_SKIP = """
 ldrsb  r0, [r1], #1    {input}
@@ -206,18 +229,66 @@ subs   r10, #1
 bne    .Lsm_out
 """
 ROW_END = """
-ldr    r3, [sp, #24]
-subs   r3, #1
-str    r3, [sp, #24]
+ldr    fp, [sp, #116]
+ldr    r2, [sp, #80]
+ldr    r1, [sp, #4]
+ldr    r0, [sp, #112]
+ldr    r3, [sp, #92]                 ; row
+add    r1, r2
+str    r1, [sp, #4]
+ldr    r1, [sp, #84]
+add    r1, r0
+str    r1, [sp, #84]
+ldr    r1, [sp, #68]
+add    fp, r2
+add    r1, r2
+ldr    r2, [sp, #104]                ; num_rows
+str    r1, [sp, #68]
+adds   r3, #1
+cmp    r2, r3
+str    r3, [sp, #92]
 bne    .Lsm_rows
 """
 ENTRY = """
+push   {r4, lr}                      ; arm_softmax_s8
+sub    sp, #16
+ldr    r4, [sp, #24]
+str    r4, [sp, #0]
+ldr    r4, [sp, #28]
+str    r4, [sp, #4]
+ldr    r4, [sp, #32]
+str    r4, [sp, #12]
+movs   r4, #0
+str    r4, [sp, #8]
+bl     arm_nn_softmax_common_s8
 push   {r4, r5, r6, r7, r8, r9, r10, r11, lr}
-sub    sp, #36
+sub    sp, #124
+str    r3, [sp, #8]
+ldrb   r3, [sp, #168]
+str    r3, [sp, #108]
+subs   r3, r1, #0
+str    r2, [sp, #80]
+str    r3, [sp, #104]
+ble    .Lsm_done
+subs   r3, r2, #1
+adds   r3, r0, r3
+str    r3, [sp, #4]
+subs   r3, r0, #1
+ldr    fp, [sp, #172]
+str    r3, [sp, #68]
+lsls   r3, r2, #1
+str    r3, [sp, #112]
+ldr    r8, [pc, #776]  {const}
+str    fp, [sp, #84]
+movs   r3, #0
+mov    sl, fp
+str    r3, [sp, #92]
 """
 EXIT = """
-add    sp, #36
+add    sp, #124
 pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}
+add    sp, #16                       ; arm_softmax_s8
+pop    {r4, pc}
 """
 
 
@@ -230,6 +301,7 @@ def _blocks():
         "entry": b(ENTRY, "sm_entry"),
         "exit": b(EXIT, "sm_exit"),
         "row_setup": b(ROW_SETUP, "sm_row_setup"),
+        "sum_setup": b(SUM_SETUP, "sm_sum_setup"),
         "max": b(MAX_LOOP, "sm_max"),
         "sum": b(SUM_PRE + scaled + _div_pow2("r0", 12) + SUM_POST, "sm_sum"),
         "mid": b(ROW_MID, "sm_row_mid"),
@@ -240,16 +312,41 @@ def _blocks():
     }
 
 
-def softmax_program(graph: Graph, op: Op) -> Program:
+def softmax_program(graph: Graph, op: Op, data: OpData | None = None) -> Program:
+    """``data``: the rows grouped by their count of elements >= diff_min, observed in a
+    full run (mcusim.observed); without it every row takes :func:`passing_elements`."""
     x = graph.tensor(op.inputs[0])
     row = int(x.shape[-1]) if x.shape else 1
     rows = max(1, x.size // max(row, 1))
+    if data is not None and data.passing:
+        groups = data.passing
+        note = "elements >= diff_min per row as observed in this run's input: " + ", ".join(
+            f"{k} of {row} in {n} row{'s' if n > 1 else ''}" for k, n in groups
+        )
+    else:
+        groups = ((passing_elements(graph, op, row), rows),)
+        note = (
+            f"{groups[0][0]} of {row} elements per row assumed >= diff_min (the maximum plus "
+            "the share expected for activations spread over the int8 range)"
+        )
     k = _blocks()
-    n_pass = passing_elements(graph, op, row)
+    # rows with the same count share one loop (row order does not change the cycles but
+    # for one not-taken row back edge per extra group)
+    loops = [Loop("sm_rows", n, _row_body(k, row, n_pass)) for n_pass, n in groups]
+    return Program(
+        [k["entry"], *loops, k["exit"]],
+        kernel="arm_softmax_s8 -> arm_nn_softmax_common_s8",
+        macs=0,
+        notes=[note],
+    )
+
+
+def _row_body(k: dict, row: int, n_pass: int) -> list:
     n_skip = row - n_pass
-    body = [
+    return [
         k["row_setup"],
         Loop("sm_max", row - 1, [k["max"]]),
+        k["sum_setup"],
         # the sum and output passes re-read the row from its start (passing elements
         # first, then the skipped ones: the order does not change the cycles)
         Loop("sm_sum", n_pass, [k["sum"]], addr={"input": Rewind(1, start=-row)}),
@@ -259,15 +356,6 @@ def softmax_program(graph: Graph, op: Op) -> Program:
         Loop("sm_out_skip", n_skip, [k["out_skip"]]),
         k["row_end"],
     ]
-    return Program(
-        [k["entry"], Loop("sm_rows", rows, body), k["exit"]],
-        kernel="arm_softmax_s8 -> arm_nn_softmax_common_s8",
-        macs=0,
-        notes=[
-            f"{n_pass} of {row} elements per row assumed >= diff_min (the maximum plus the "
-            "share expected for activations spread over the int8 range)"
-        ],
-    )
 
 
 def passing_elements(graph: Graph, op: Op, row: int) -> int:

@@ -19,13 +19,15 @@ from __future__ import annotations
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op
 from mcusim.isa.schedule import Program
+from mcusim.observed import OpData
 from mcusim.precision import needs_generic_kernel
 
 from .armv7em import _INT8_ONLY, _SUBBYTE
 
 
-def schedule(graph: Graph, op: Op) -> Program:
-    """CMSIS-NN MVE-path (or TFLM reference) schedule of ``op`` on an Armv8.1-M MVE core."""
+def schedule(graph: Graph, op: Op, data: OpData | None = None) -> Program:
+    """CMSIS-NN MVE-path (or TFLM reference) schedule of ``op`` on an Armv8.1-M MVE core;
+    ``data``: as for armv7em.schedule."""
     from . import (  # noqa: I001
         cmsis_eltwise,
         cmsis_softmax,
@@ -73,7 +75,7 @@ def schedule(graph: Graph, op: Op) -> Program:
             return mve_eltwise.elementwise_program(graph, op)
         return tflm_reference.reference_program(graph, op)
     if kind == "softmax":
-        prog = cmsis_softmax.softmax_program(graph, op)
+        prog = cmsis_softmax.softmax_program(graph, op, data)
         prog.notes.append("GCC 12.2: ARM_GCC_12_2_ICE compiles out the MVE softmax")
         return prog
     if kind in ("reshape", "squeeze"):
