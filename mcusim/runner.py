@@ -303,9 +303,13 @@ def hetero_costs(
             timings[i] = OpTiming(
                 cl.kernel, cl.compute_cycles, cl.instructions, cl.code_bytes, 0, {}
             )
+    elif used:  # only the data-dependent CPU layers are timed again
+        base = hetero_costs(model, device, tile, pl).cpu
+        for i in cpu_ops:
+            timings[i] = time_op(device, g, g.ops[i], facts[i]) if i in facts else base[i][0]
     else:
         for i in cpu_ops:
-            timings[i] = time_op(device, g, g.ops[i], facts.get(i))
+            timings[i] = time_op(device, g, g.ops[i])
     view = cpu_view(g, pl, shared)
     plan = plan_arena(
         view, {i: tm.scratch_bytes for i, tm in timings.items()}, qparam_buffers(view, set(cpu_ops))

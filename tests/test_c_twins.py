@@ -300,9 +300,7 @@ def test_bad_arguments_return_error():
 
 def _firmware_or_skip(cc: str, core: str = "cortex-m4"):
     """The Unicorn harness with every twin built by ``cc`` for ``core``; skips when the
-    optional `firmware` extra (unicorn/capstone) or the compiler is missing."""
-    pytest.importorskip("capstone", reason="the `firmware` extra (capstone) is not installed")
-    pytest.importorskip("unicorn", reason="the `firmware` extra (unicorn) is not installed")
+    compiler is missing (unicorn and capstone are dependencies)."""
     from mcusim.firmware import gcc_available, harness_for, zig_available
 
     if cc == "gcc" and not gcc_available(core):
@@ -723,8 +721,6 @@ def test_binary_firmware_bit_exact():
 
 
 def _riscv_or_skip():
-    pytest.importorskip("capstone", reason="the `firmware` extra (capstone) is not installed")
-    pytest.importorskip("unicorn", reason="the `firmware` extra (unicorn) is not installed")
     from mcusim.firmware import harness_for, zig_available
 
     if not zig_available():

@@ -9,6 +9,8 @@ from mcusim.graph import Graph, Op, Tensor
 from mcusim.memory_plan import plan_arena
 from mcusim.ops import ElementwiseAttrs, ReshapeAttrs
 
+from conftest import model_path
+
 
 def _q():
     return Quant(np.array([0.1], np.float32), np.array([0]))
@@ -60,18 +62,10 @@ def test_persistent_buffers_sit_at_the_tail():
 def test_qparam_buffers_follow_tflite_micro():
     """Conv / depthwise: multiplier + shift per output channel (TFLite Micro allocates
     them even for per-tensor weights); a per-tensor FC keeps one pair in its op data."""
-    from pathlib import Path
-
-    import pytest
-
     from mcusim.memory_plan import qparam_buffers
-
-    path = Path(__file__).resolve().parents[2] / "shared" / "models" / "kws_ref_model.tflite"
-    if not path.exists():
-        pytest.skip(f"{path} absent (../shared/models, see its README)")
     from mcusim.model import load
 
-    g = load(path).graph
+    g = load(model_path("kws_ref_model")).graph
     q = qparam_buffers(g)
     kinds = {int(k.split(":")[1]): g.ops[int(k.split(":")[1])].kind for k in q}
     assert set(kinds.values()) == {"conv2d", "depthwise_conv2d"}
