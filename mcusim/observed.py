@@ -1,11 +1,13 @@
 """What a layer's kernel timing takes from the values it runs on.
 
-Most kernels execute the same instructions whatever the data. CMSIS-NN's int8 softmax
-does not: an element whose difference to its row's maximum is below diff_min skips the
-exponential in both passes, so the layer costs a few hundred cycles more or less per such
-element. A full run therefore times softmax layers on the row counts of its own input
-tensors (:func:`observe`); estimate mode, which computes no tensors, uses the schedule's
-expectation (``cmsis_softmax.passing_elements``).
+Most kernels execute the same instructions whatever the data. Two CMSIS-NN int8 kernels do
+not. Softmax: an element whose difference to its row's maximum is below diff_min skips the
+exponential in both passes, a few hundred cycles per element. Fully connected: the
+rounding divide of a row pair branches on the sign of its first value (GCC's build of
+arm_nn_vec_mat_mult_t_s8), a taken branch, which the Cortex-M7 mispredicts. A full run
+therefore times these layers on the counts taken from its own input tensors
+(:func:`observe`); estimate mode, which computes no tensors, uses the schedules'
+expectations (``cmsis_softmax.passing_elements``, half the row pairs negative).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ class OpData:
     """The data facts one op's schedule depends on (hashable: part of cost-cache keys).
 
     ``passing``: for a softmax, (elements >= diff_min in a row, rows with that count),
-    ascending by count."""
+    ascending by count. ``neg_pairs``: for a fully connected layer, (row pairs whose
+    first value is negative before rounding, batch rows with that count), ascending."""
 
     passing: tuple[tuple[int, int], ...] = ()
+    neg_pairs: tuple[tuple[int, int], ...] = ()
 
 
 def softmax_passing(x: np.ndarray, diff_min: int) -> tuple[tuple[int, int], ...]:
@@ -40,9 +44,37 @@ def softmax_passing(x: np.ndarray, diff_min: int) -> tuple[tuple[int, int], ...]
     return tuple((int(v), int(n)) for v, n in zip(values, rows_with, strict=True))
 
 
+def fc_negative_pairs(x: np.ndarray, p) -> tuple[tuple[int, int], ...] | None:
+    """Batch rows of a fully connected layer grouped by how many of their row pairs (rows
+    2j, 2j + 1 of the weights) have a negative first value after the high multiply, where
+    the divide branches (``p``: the kernel's FullyConnectedParams); None where a shift is
+    left (that path has no such branch)."""
+    k = p.weights.shape[1]
+    first = slice(0, 2 * (p.weights.shape[0] // 2), 2)
+    if np.any(p.shift[first] > 0):
+        return None
+    xb = np.asarray(x).reshape(-1, k).astype(np.int64)
+    acc = xb @ p.weights[first].astype(np.int64).T + p.bias[first].astype(np.int64)
+    acc = ((acc + 2**31) % 2**32) - 2**31  # the int32 accumulator wraps
+    high = (acc * p.mult[first].astype(np.int64) + (1 << 30)) >> 31
+    values, rows_with = np.unique(np.count_nonzero(high < 0, axis=1), return_counts=True)
+    return tuple((int(v), int(n)) for v, n in zip(values, rows_with, strict=True))
+
+
 def observe_op(graph: Graph, op: Op, x: np.ndarray) -> OpData | None:
     """The data facts of ``op`` run on its first input ``x``, or None when its timing does
     not depend on the values."""
+    if op.kind == "fully_connected":
+        from mcusim.kernels.fully_connected import FullyConnectedParams, prepare
+
+        try:
+            p = prepare(graph, op)
+        except UnsupportedOpError:
+            return None
+        if not isinstance(p, FullyConnectedParams):  # sub-byte / binary kernels
+            return None
+        neg = fc_negative_pairs(x, p)
+        return None if neg is None else OpData(neg_pairs=neg)
     if op.kind != "softmax":
         return None
     from mcusim.kernels.softmax import softmax_prepare

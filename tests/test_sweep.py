@@ -1,5 +1,5 @@
 """Sweeps (mcusim/sweep.py, docs/sweeps.md) and run(mode="estimate"): estimate equals full
-on every record field (but the data-dependent softmax), failing points are recorded,
+on every record field (but the data-dependent softmax and FC), failing points are recorded,
 resume skips done points, Parquet / CSV round-trip, and every executor returns the serial
 DataFrames."""
 
@@ -36,18 +36,23 @@ def _records(res):
     return [dataclasses.asdict(r) for r in res.layers]
 
 
-def _assert_estimate_matches(est, full, tag) -> None:
-    """Softmax on an Arm CPU is timed on the run's data (mcusim.observed), the estimate on
-    its schedule's expectation: the records agree up to the first such layer, and the
-    softmax records in everything but its cycles, traffic and energy."""
+def _assert_estimate_matches(est, full, tag, device) -> None:
+    """Layers whose schedule depends on the values (softmax on Armv7E-M and Helium CPUs,
+    FC on Armv7E-M: mcusim.kernels.schedules.data_kinds) are timed on the run's data
+    (mcusim.observed), the estimate on their schedules' expectations: the records agree
+    up to the first such layer, and those layers' records in everything but cycles,
+    traffic and energy."""
+    from mcusim.kernels.schedules import data_kinds
+
     er, fr = _records(est), _records(full)
-    soft = [i for i, r in enumerate(fr) if r["op"] == "softmax" and r["engine"].startswith("cpu:")]
-    first = min(soft, default=len(fr))
+    kinds = data_kinds(load_device(device).core.isa)
+    data = [i for i, r in enumerate(fr) if r["engine"].startswith("cpu:") and r["op"] in kinds]
+    first = min(data, default=len(fr))
     assert er[:first] == fr[:first], tag
-    for i in soft:
+    for i in data:
         same = ("kernel", "engine", "macs", "output_shape")
         assert [er[i][k] for k in same] == [fr[i][k] for k in same], (tag, i)
-    if not soft:
+    if not data:
         assert er == fr, tag
         assert est.totals() == full.totals()
 
@@ -61,7 +66,7 @@ def test_estimate_equals_full_on_every_record_field(name):
         # the full run filled
         est = mcusim.run(mcusim.load(path), dev, mode="estimate")
         full = mcusim.run(mcusim.load(path), dev)
-        _assert_estimate_matches(est, full, (name, dev))
+        _assert_estimate_matches(est, full, (name, dev), dev)
         assert (est.peak_ram_bytes, est.flash_bytes) == (full.peak_ram_bytes, full.flash_bytes)
         assert est.total_cycles > 0 and full.total_cycles > 0
         assert est.outputs == []
@@ -78,7 +83,7 @@ def test_estimate_mode_with_placement_and_precision_equals_full():
     kw = dict(place={"0": "cpu"}, precision={"1": "W4A8"})
     est = mcusim.run(mcusim.load(path), "max78000", mode="estimate", **kw)
     full = mcusim.run(mcusim.load(path), "max78000", **kw)
-    _assert_estimate_matches(est, full, "kws on max78000")
+    _assert_estimate_matches(est, full, "kws on max78000", "max78000")
     assert est.layers[0].engine.startswith("cpu") and est.layers[1].precision == "W4A8"
 
 
@@ -113,16 +118,15 @@ def test_small_sweep_full_equals_estimate_and_direct_runs():
     assert list(full_p["model"][:4]) == ["ad01_int8"] * 4
     assert list(full_p["precision"][:2]) == ["source", "W4A8"]
     assert set(est_p["mode"]) == {"estimate"} and set(full_p["mode"]) == {"full"}
-    # equal but for the softmax layers (timed on the run's data in full mode,
-    # mcusim.observed) and so the totals of micro_speech (ad01 has no softmax)
-    soft = full_l.op == "softmax"
-    assert soft.any() and (est_l.op == "softmax").equals(soft)
+    # equal but for the CPU softmax and FC layers (timed on the run's data in full mode,
+    # mcusim.observed), and so the totals (every point has one)
+    data = full_l.op.isin(["softmax", "fully_connected"]) & full_l.engine.str.startswith("cpu:")
+    assert data.any() and (~data).any()
+    assert (
+        est_l.op.isin(["softmax", "fully_connected"]) & est_l.engine.str.startswith("cpu:")
+    ).equals(data)
     pd.testing.assert_frame_equal(
-        full_l[~soft].drop(columns="mode"), est_l[~soft].drop(columns="mode")
-    )
-    ad01 = full_p.model == "ad01_int8"
-    pd.testing.assert_frame_equal(
-        _drop_wall(full_p[ad01]).drop(columns="mode"), _drop_wall(est_p[ad01]).drop(columns="mode")
+        full_l[~data].drop(columns="mode"), est_l[~data].drop(columns="mode")
     )
     keep = ["model", "device", "precision", "status", "layers", "peak_ram_bytes", "flash_bytes"]
     pd.testing.assert_frame_equal(full_p[keep], est_p[keep])

@@ -104,6 +104,123 @@ MN_INLINE void mn_fc_row_x1(const int8_t **pl, const int8_t **p0, int32_t *a0, i
                      : "cc", "memory");
     (void)c;
 }
+
+/* Per-tensor requantization of a row pair, the schedule's VM_PAIR_OUT in its order: the
+ * hoisted shift facts are read from q (GCC keeps them on the stack), the common path
+ * (shift <= 0, first value >= 0 after the shift) straight through, the others branched to
+ * as GCC's build of CMSIS-NN does. Bit-exact with mn_requant_clamp. */
+typedef struct {
+    int32_t left, mult, shift, mask, right, threshold, out_offset, act_min, act_max;
+} mn_vm_rq;
+
+MN_INLINE void mn_vm_rq_init(mn_vm_rq *q, int32_t mult, int32_t shift, int32_t out_offset,
+                             int32_t act_min, int32_t act_max)
+{
+    q->left = shift > 0 ? shift : 0;
+    q->right = shift > 0 ? 0 : -shift;
+    q->mult = mult;
+    q->shift = shift;
+    q->mask = (int32_t)((1u << q->right) - 1u);
+    q->threshold = q->mask >> 1;
+    q->out_offset = out_offset;
+    q->act_min = act_min;
+    q->act_max = act_max;
+}
+
+MN_INLINE void mn_vm_pair_out(int32_t a0, int32_t a1, int8_t **dst, const mn_vm_rq *q)
+{
+    int32_t t0, t1, t4, t5, t6, t7, t8;
+    __asm__ volatile(
+        "ldr     %[t4], [%[q], #0]\n\t"
+        "ldr     %[t7], [%[q], #4]\n\t"
+        "ldr     %[t5], [%[q], #8]\n\t"
+        "lsls    %[a0], %[a0], %[t4]\n\t"
+        "mov     %[t1], #0x40000000\n\t"
+        "movs    %[t0], #0\n\t"
+        "smlal   %[t1], %[t0], %[a0], %[t7]\n\t"
+        "lsrs    %[a0], %[t1], #31\n\t"
+        "cmp     %[t5], #0\n\t"
+        "orr     %[a0], %[a0], %[t0], lsl #1\n\t"
+        "ble     2f\n\t"
+        /* shift > 0: the second value shifted left too, no divide */
+        "lsls    %[a1], %[a1], %[t4]\n\t"
+        "mov     %[t1], #0x40000000\n\t"
+        "movs    %[t0], #0\n\t"
+        "smlal   %[t1], %[t0], %[a1], %[t7]\n\t"
+        "lsrs    %[t7], %[t1], #31\n\t"
+        "orr     %[t7], %[t7], %[t0], lsl #1\n\t"
+        "b       4f\n"
+        "2:\n\t"
+        "ldr     %[t5], [%[q], #12]\n\t"
+        "ldr     %[t6], [%[q], #16]\n\t"
+        "and     %[t8], %[a0], %[t5]\n\t"
+        "asrs    %[a0], %[a0], %[t6]\n\t"
+        "mov     %[t1], #0x40000000\n\t"
+        "mov     %[t4], #0\n\t"
+        "bmi     3f\n\t"
+        "ldr     %[t7], [%[q], #4]\n\t"
+        "smlal   %[t1], %[t4], %[t7], %[a1]\n\t"
+        "lsrs    %[a1], %[t1], #31\n\t"
+        "orr     %[t7], %[a1], %[t4], lsl #1\n\t"
+        "ldr     %[t4], [%[q], #20]\n\t"
+        "and     %[t1], %[t5], %[t7]\n\t"
+        "asrs    %[t7], %[t7], %[t6]\n\t"
+        "cmp     %[t8], %[t4]\n\t"
+        "ldr     %[t0], [%[q], #20]\n\t"
+        "it      gt\n\t"
+        "addgt   %[a0], %[a0], #1\n\t"
+        "cmp     %[t7], #0\n\t"
+        "it      lt\n\t"
+        "addlt   %[t0], %[t0], #1\n\t"
+        "cmp     %[t0], %[t1]\n\t"
+        "it      lt\n\t"
+        "addlt   %[t7], %[t7], #1\n\t"
+        "b       4f\n"
+        /* first value negative: its threshold is one more */
+        "3:\n\t"
+        "ldr     %[t7], [%[q], #4]\n\t"
+        "smlal   %[t1], %[t4], %[t7], %[a1]\n\t"
+        "lsrs    %[a1], %[t1], #31\n\t"
+        "orr     %[t7], %[a1], %[t4], lsl #1\n\t"
+        "ldr     %[t4], [%[q], #20]\n\t"
+        "and     %[t1], %[t5], %[t7]\n\t"
+        "asrs    %[t7], %[t7], %[t6]\n\t"
+        "adds    %[t4], %[t4], #1\n\t"
+        "cmp     %[t8], %[t4]\n\t"
+        "ldr     %[t0], [%[q], #20]\n\t"
+        "it      gt\n\t"
+        "addgt   %[a0], %[a0], #1\n\t"
+        "cmp     %[t7], #0\n\t"
+        "it      lt\n\t"
+        "addlt   %[t0], %[t0], #1\n\t"
+        "cmp     %[t0], %[t1]\n\t"
+        "it      lt\n\t"
+        "addlt   %[t7], %[t7], #1\n"
+        "4:\n\t"
+        "ldr     %[t8], [%[q], #24]\n\t"
+        "ldr     %[t1], [%[q], #28]\n\t"
+        "ldr     %[t6], [%[q], #32]\n\t"
+        "add     %[a0], %[a0], %[t8]\n\t"
+        "add     %[t7], %[t7], %[t8]\n\t"
+        "cmp     %[a0], %[t1]\n\t"
+        "it      lt\n\t"
+        "movlt   %[a0], %[t1]\n\t"
+        "cmp     %[t7], %[t1]\n\t"
+        "it      lt\n\t"
+        "movlt   %[t7], %[t1]\n\t"
+        "cmp     %[a0], %[t6]\n\t"
+        "it      ge\n\t"
+        "movge   %[a0], %[t6]\n\t"
+        "cmp     %[t7], %[t6]\n\t"
+        "it      ge\n\t"
+        "movge   %[t7], %[t6]\n\t"
+        "strb    %[a0], [%[d]], #1\n\t"
+        "strb    %[t7], [%[d]], #1\n\t"
+        : [a0] "+&r"(a0), [a1] "+&r"(a1), [d] "+&r"(*dst), [t0] "=&r"(t0), [t1] "=&r"(t1),
+          [t4] "=&r"(t4), [t5] "=&r"(t5), [t6] "=&r"(t6), [t7] "=&r"(t7), [t8] "=&r"(t8)
+        : [q] "r"(q)
+        : "cc", "memory");
+}
 #else
 /* portable: 4 columns per step, the same sums */
 MN_INLINE int32_t mn_fc_dot4(int32_t x, int32_t w, int32_t off, int32_t acc)
@@ -150,6 +267,11 @@ MN_INLINE void mn_vmm_body(const int8_t *lhs, const int8_t *rhs, const int32_t *
     const int32_t zeros[2] = {0, 0};
     const int32_t *bp = bias ? bias : zeros;
     const int32_t bstep = bias ? 2 : 0;
+#if MN_DSP
+    mn_vm_rq q;
+    if (!per_ch)
+        mn_vm_rq_init(&q, m0, s0, out_offset, act_min, act_max);
+#endif
     int32_t r = 0;
     for (int32_t pairs = rows >> 1; pairs > 0; pairs--, r += 2) {
         int32_t a0 = bp[0];
@@ -168,6 +290,12 @@ MN_INLINE void mn_vmm_body(const int8_t *lhs, const int8_t *rhs, const int32_t *
             a0 += x * *p0++;
             a1 += x * *p1++;
         }
+#if MN_DSP
+        if (!per_ch) {
+            mn_vm_pair_out(a0, a1, &dst, &q);
+            continue;
+        }
+#endif
         dst[0] = mn_requant_clamp(a0, per_ch ? mult[r] : m0, per_ch ? shift[r] : s0,
                                   out_offset, act_min, act_max);
         dst[1] = mn_requant_clamp(a1, per_ch ? mult[r + 1] : m0, per_ch ? shift[r + 1] : s0,

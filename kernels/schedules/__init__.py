@@ -34,7 +34,8 @@ FAMILIES: dict[str, str] = {
 # ISA family -> op kinds whose schedule depends on the data (mcusim.observed): a full run
 # passes the observed facts to the builder (``data=``); no other builder takes them.
 DATA_KINDS: dict[str, frozenset[str]] = {
-    "armv7em-dsp": frozenset({"softmax"}),  # CMSIS-NN softmax skips exp below diff_min
+    # CMSIS-NN softmax skips exp below diff_min; the FC's rounding divide branches on sign
+    "armv7em-dsp": frozenset({"softmax", "fully_connected"}),
     "armv8.1m-mve": frozenset({"softmax"}),  # the same scalar softmax
 }
 
@@ -69,9 +70,14 @@ def _builder(family: str) -> Builder:
     return getattr(importlib.import_module(mod), fn)
 
 
+def data_kinds(isa: str) -> frozenset[str]:
+    """The op kinds whose schedule on ``isa`` depends on the values they run on."""
+    return DATA_KINDS.get(ISA_ALIASES.get(isa.lower(), ""), frozenset())
+
+
 def uses_data(isa: str, op: Op) -> bool:
     """Whether ``op``'s schedule on ``isa`` depends on the values it runs on."""
-    return op.kind in DATA_KINDS.get(ISA_ALIASES.get(isa.lower(), ""), frozenset())
+    return op.kind in data_kinds(isa)
 
 
 def schedule_for(isa: str, graph: Graph, op: Op, data: OpData | None = None) -> Program:

@@ -69,7 +69,7 @@ def schedule(graph: Graph, op: Op, data: OpData | None = None) -> Program:
     if kind == "depthwise_conv2d":
         return cmsis_depthwise.depthwise_program(graph, op)
     if kind == "fully_connected":
-        return cmsis_fc.fully_connected_program(graph, op)
+        return cmsis_fc.fully_connected_program(graph, op, data)
     if kind == "avg_pool2d":
         return cmsis_pool.avg_pool_program(graph, op)
     if kind == "max_pool2d":

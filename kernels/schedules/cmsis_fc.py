@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from mcusim.graph import Graph, Op
 from mcusim.isa.schedule import Block, Loop, Program, Rewind
+from mcusim.observed import OpData
 
 from .common import per_channel, weight_zero_point
 from .matmul import vec_mat_mult_t_s8
@@ -81,7 +82,9 @@ def _b(name: str, text: str) -> Block:
     return blk
 
 
-def fully_connected_program(graph: Graph, op: Op) -> Program:
+def fully_connected_program(graph: Graph, op: Op, data: OpData | None = None) -> Program:
+    """``data``: the observed count of row pairs with a negative first value per batch row
+    (mcusim.observed); without it each batch row takes the schedule's expectation."""
     x = graph.tensor(op.inputs[0])
     w = graph.tensor(op.inputs[1])
     out_f, in_f = int(w.shape[0]), int(w.shape[1])
@@ -93,24 +96,26 @@ def fully_connected_program(graph: Graph, op: Op) -> Program:
         if pc
         else "arm_fully_connected_s8 -> arm_nn_vec_mat_mult_t_s8"
     )
-    items = [
-        _b("fc_entry", FC_ENTRY),
-        Loop(
-            "fc_batches",
-            batches,
-            [
-                _b("fc_batch_args", FC_BATCH_ARGS),
-                *vec_mat_mult_t_s8(out_f, in_f, wofs, pc),
-                _b("fc_batch_end", FC_BATCH_END),
-            ],
-            # next batch row: the next input vector against the same weights
-            addr={
-                "input": Rewind(in_f),
-                "weights": Rewind(0),
-                "bias": Rewind(0),
-                "qparams": Rewind(0),
-            },
-        ),
-        _b("fc_exit", FC_EXIT),
-    ]
+    groups = (data.neg_pairs if data is not None else ()) or ((None, batches),)
+    items = [_b("fc_entry", FC_ENTRY)]
+    for neg, rows in groups:  # batch rows grouped by their count (their order is immaterial)
+        items.append(
+            Loop(
+                "fc_batches",
+                rows,
+                [
+                    _b("fc_batch_args", FC_BATCH_ARGS),
+                    *vec_mat_mult_t_s8(out_f, in_f, wofs, pc, neg),
+                    _b("fc_batch_end", FC_BATCH_END),
+                ],
+                # next batch row: the next input vector against the same weights
+                addr={
+                    "input": Rewind(in_f),
+                    "weights": Rewind(0),
+                    "bias": Rewind(0),
+                    "qparams": Rewind(0),
+                },
+            )
+        )
+    items.append(_b("fc_exit", FC_EXIT))
     return Program(items, kernel=kernel, macs=batches * out_f * in_f)

@@ -792,8 +792,10 @@ ble     .Lvm_noscalar{taken}
 """
 # both outputs of a row pair (per-tensor multiplier and shift; max(shift, 0), the
 # remainder mask and the threshold hoisted to the stack by GCC); the rounding divide of
-# the two values is interleaved, the clamps share the reloaded limits
-VM_PAIR_OUT = """
+# the two values is interleaved, the clamps share the reloaded limits. The divide branches
+# on the sign of the first value (BMI: a negative one rounds against threshold + 1), so a
+# pair costs what its data takes: VM_PAIR_POS falls through, VM_PAIR_NEG is branched to.
+VM_PAIR_HEAD = """
 ldr     r4, [sp, #24]                ; max(shift, 0)
 ldr     r7, [sp, #140]               ; multiplier
 ldr     r5, [sp, #144]               ; shift
@@ -811,15 +813,17 @@ and     r8, r2, r5
 asrs    r2, r6
 mov     r1, #0x40000000
 mov     r4, #0
-bmi     .Lvm_neg
+"""
+# the second row's high multiply (its left shift is 0 on this path) and both roundings
+_VM_PAIR_SECOND = """
 ldr     r7, [sp, #140]
-smlal   r1, r4, r7, r3               ; second row (its left shift is 0 on this path)
+smlal   r1, r4, r7, r3
 lsrs    r3, r1, #31
 orr     r7, r3, r4, lsl #1
 ldr     r4, [sp, #60]                ; threshold
 and     r1, r5, r7
 asrs    r7, r6
-cmp     r8, r4
+{neg}cmp     r8, r4
 ldr     r0, [sp, #60]
 it      gt
 addgt   r2, #1
@@ -829,7 +833,12 @@ addlt   r0, #1
 cmp     r0, r1
 it      lt
 addlt   r7, #1
-b       .Lvm_clamp
+"""
+VM_PAIR_POS = "bmi     .Lvm_neg\n" + _VM_PAIR_SECOND.format(neg="") + "b       .Lvm_clamp\n"
+VM_PAIR_NEG = "bmi     .Lvm_neg {taken}\n" + _VM_PAIR_SECOND.format(
+    neg="adds    r4, #1                       ; first value < 0: threshold + 1\n"
+)
+VM_PAIR_CLAMP = """
 ldr     r8, [sp, #136]               ; out_offset
 ldr     r1, [sp, #156]               ; act_min
 ldr     r6, [sp, #160]               ; act_max
@@ -854,6 +863,8 @@ movge   r7, r6
 strb    r2, [r11], #1   {output}
 strb    r7, [r11], #1   {output}
 """
+VM_PAIR_OUT = VM_PAIR_HEAD + VM_PAIR_POS + VM_PAIR_CLAMP
+VM_PAIR_OUT_NEG = VM_PAIR_HEAD + VM_PAIR_NEG + VM_PAIR_CLAMP
 VM_ROW_END = """
 ldr     r7, [sp, #16]
 adds    r7, #1
@@ -912,6 +923,7 @@ def _vm_blocks(weight_offset: bool, per_channel: bool, peeled: bool):
         "row_mid": b(VM_ROW_MID, "vm_row_mid"),
         "c1": b(VM_SCALAR, "vm_cols1"),
         "out": b(pc + VM_PAIR_OUT, "vm_pair_out" + sfx),
+        "out_neg": b(pc + VM_PAIR_OUT_NEG, "vm_pair_out_neg" + sfx),
         "row_end": b(VM_ROW_END, "vm_row_end"),
         "odd4x4": b(w(VM_ODD_X4), "vm_odd4x4" + sfx),
         "odd4": b(w(VM_ODD_CHUNK), "vm_odd4" + sfx),
@@ -923,28 +935,43 @@ def _vm_blocks(weight_offset: bool, per_channel: bool, peeled: bool):
 
 
 def vec_mat_mult_t_s8(
-    rhs_rows: int, rhs_cols: int, weight_offset: bool = False, per_channel: bool = False
+    rhs_rows: int,
+    rhs_cols: int,
+    weight_offset: bool = False,
+    per_channel: bool = False,
+    neg_pairs: int | None = None,
 ) -> list:
     """One call of arm_nn_vec_mat_mult_t_s8 (per_channel: ..._per_ch_s8, which loads the
-    multiplier/shift of each row): one input vector against rhs_rows rows."""
+    multiplier/shift of each row): one input vector against rhs_rows rows. ``neg_pairs``:
+    how many row pairs round a negative first value (the taken BMI), observed on the
+    layer's data (mcusim.observed); None: half of them (the sign of a pre-activation is
+    a coin flip without the data)."""
     col4 = rhs_cols // 4
     k = _vm_blocks(weight_offset, per_channel, col4 % 4 != 0)
-    rows = Loop(
-        "vm_row_pairs",
-        rhs_rows // 2,
-        addr={"input": Rewind(0)},  # the input vector is re-read per pair of rows
-        body=[
-            k["row_setup"],
-            Loop("vm_cols4", col4 % 4, [k["c4"]]),
-            k["x4_entry"],
-            Loop("vm_cols4x4", col4 // 4, [k["c4x4"]]),
-            k["row_mid"],
-            Loop("vm_cols1", rhs_cols % 4, [k["c1"]]),
-            k["out"],
-            k["row_end"],
-        ],
-    )
-    items: list = [k["call"], k["entry"], rows]
+    pairs = rhs_rows // 2
+    neg = pairs // 2 if neg_pairs is None else min(max(int(neg_pairs), 0), pairs)
+
+    def pair_loop(name: str, count: int, out: Block) -> Loop:
+        return Loop(
+            name,
+            count,
+            addr={"input": Rewind(0)},  # the input vector is re-read per pair of rows
+            body=[
+                k["row_setup"],
+                Loop("vm_cols4", col4 % 4, [k["c4"]]),
+                k["x4_entry"],
+                Loop("vm_cols4x4", col4 // 4, [k["c4x4"]]),
+                k["row_mid"],
+                Loop("vm_cols1", rhs_cols % 4, [k["c1"]]),
+                out,
+                k["row_end"],
+            ],
+        )
+
+    rows = [pair_loop("vm_row_pairs", pairs - neg, k["out"])]
+    if neg:
+        rows.append(pair_loop("vm_row_pairs_neg", neg, k["out_neg"]))
+    items: list = [k["call"], k["entry"], *rows]
     if rhs_rows % 2:
         items += [
             k["row_setup"],

@@ -508,7 +508,8 @@ def _marshal_fc(graph, op, p, inputs):
         weights=p.weights, bias=_raw_bias(p.bias, p.weights, in_zp), mult=_i32(p.mult),
         shift=_i32(p.shift),
     )  # fmt: skip
-    return v, bufs, "vec_mat_mult_t_s8 (2 rows x 4 columns)"
+    name = "vec_mat_mult_t_per_ch_s8" if v["per_channel"] else "vec_mat_mult_t_s8"
+    return v, bufs, f"{name} (2 rows x 4 columns)"
 
 
 def _marshal_pool(graph, op, p, inputs):
