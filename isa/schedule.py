@@ -67,6 +67,18 @@ class Block:
     def code_bytes(self) -> int:
         return sum(i.size for i in self.instrs)
 
+    @cached_property
+    def jumps(self) -> int:
+        """Taken transfers of control that land away from the next instruction: branches
+        marked ``{taken}``, unconditional branches and jumps, calls (loop back edges, the
+        default not-taken conditional branches, and returns are not counted)."""
+        return sum(
+            i.cls == "branch_call"
+            or (i.cls in ("branch", "cbz") and i.taken is True)
+            or (i.cls in ("branch", "jump") and i.cond is None and i.taken is not False)
+            for i in self.instrs
+        )
+
     def __len__(self) -> int:
         return len(self.instrs)
 
