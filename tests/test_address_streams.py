@@ -186,6 +186,26 @@ def test_code_layout_blocks_once():
     assert cs.code_bytes == 14
 
 
+def test_code_after_a_taken_jump_is_elsewhere():
+    """A block with taken jumps (a {taken} branch, an unconditional branch, a call; not a
+    loop's back edge) pushes the next block JUMP_GAP bytes per jump further (compiled code
+    has other paths between a jump and its target)."""
+    from mcusim.isa.addresses import JUMP_GAP
+
+    a = Block.asm("cmp r0, #0\nble .Lright {taken}\nadds r1, #1\nb .Lout", "a")
+    b = Block.asm("bl memcpy\nadds r2, #1", "b")
+    c = Block.asm("ldr r2, [r3], #4 {input}\nsubs r4, #1\nbne .L", "c")  # back edge
+    d = Block.asm("adds r0, #1", "d")
+    assert (a.jumps, b.jumps, c.jumps, d.jumps) == (2, 1, 0, 0)
+    cs = compile_program(Program([a, b, Loop("l", 2, [c]), d]), BASES)
+    addr = [int(x) for x in cs.blk_code[:, 0]]
+    # a: cmp, ble, adds, b (16-bit each: 8 B); b: bl (4 B) + adds (2 B); c: 32-bit
+    # post-indexed ldr + two 16-bit (8 B)
+    assert addr[1] - addr[0] == 8 + 2 * JUMP_GAP
+    assert addr[2] - addr[1] == 6 + JUMP_GAP
+    assert addr[3] - addr[2] == 8
+
+
 def _layer(kind):
     from test_schedules_m4 import _unary_graph
 
