@@ -2,7 +2,7 @@
 traffic -> energy -> record.
 
 Costs are computed once per (model, device) and reused by every run on that device; the
-few kernels whose timing depends on the values (mcusim.observed: softmax) are timed again
+few kernels whose timing depends on the values (mcusim.observed: softmax, FC) are timed again
 on each full run's own tensors. Outputs are computed on every run, except in
 ``mode="estimate"`` (cycles, traffic and energy only: the same numbers but for those
 data-dependent layers, which take their schedules' expectation; no outputs).
@@ -667,9 +667,9 @@ def run(
 
     ``mode="estimate"`` computes cycles, traffic and energy without running any kernel:
     every layer record, total and the peak RAM / flash equal the full run's exactly except
-    where a kernel's timing depends on the values (mcusim.observed: softmax on Arm cores,
-    timed on this run's data in full mode, on the schedule's expectation in estimate
-    mode); ``outputs`` is empty and the MAX78000 re-quantization report (it compares
+    where a kernel's timing depends on the values (mcusim.observed: softmax on Arm cores, FC
+    on Armv7E-M, timed on this run's data in full mode, on the schedule's expectation in
+    estimate mode); ``outputs`` is empty and the MAX78000 re-quantization report (it compares
     outputs) is skipped (both said in ``result.notes``). Given ``inputs`` are still
     checked.
     """
