@@ -8,7 +8,7 @@ For each layer of the shared models (default kws_ref_model and vww_96_int8) on e
       1. kernel: ``KernelDef.prepare(graph, op)`` (multipliers, weight reordering) and
          ``compute(params, inputs)`` on the layer's real inputs (numba, JIT warm);
       2. schedule + core timing: ``mcusim.observed.observe_op`` (the data facts of a
-         data-dependent kernel: softmax) and ``mcusim.runner.time_op`` = ``schedule_for``
+         data-dependent kernel: softmax, FC) and ``mcusim.runner.time_op`` = ``schedule_for``
          (the instruction schedule of the library kernel) + ``core_timing(core).time``;
       3. memory: when the device has caches or a flash accelerator,
          ``mcusim.cache.simulate_layer``: this layer's address stream alone, caches cold
@@ -84,7 +84,7 @@ def sim_layer(dev, graph, i: int, plan, inputs, kdef, empty: Program):
     params = kdef.prepare(graph, op)
     outs = kdef.compute(params, inputs)
     t1 = time.perf_counter()
-    tm = time_op(dev, graph, op, observe_op(graph, op, inputs[0]) if inputs else None)
+    tm = time_op(dev, graph, op, observe_op(graph, op, inputs[0], params) if inputs else None)
     t2 = time.perf_counter()
     cache = None
     if needs_simulation(dev):
@@ -127,7 +127,8 @@ def bench_model(name: str, device: str, args) -> dict:
     g = m.graph
     dev = load_device(device)
     env = compute_outputs(m, random_inputs(g, args.seed))
-    dc = device_costs(m, dev, observe(g, env))  # for the arena plan and the consistency check
+    # for the arena plan and the consistency check
+    dc = device_costs(m, dev, observe(g, env, [p.params for p in m.prepared()]))
     prepared = m.prepared()
     h = harness_for(build_twins(dev.core.name, args.cc).elf, dev.core.name)
     tracer = Tracer(device=dev)

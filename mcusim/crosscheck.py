@@ -187,7 +187,8 @@ def crosscheck(
     h = None if use_qemu else harness_for(elf_path, core)
     xs = random_inputs(g, seed) if inputs is None else check_inputs(g, inputs)
     env = compute_outputs(m, xs)
-    dc = device_costs(m, dev, observe(g, env))  # softmax and FC timed on the same data
+    # softmax and FC timed on the same data
+    dc = device_costs(m, dev, observe(g, env, [p.params for p in m.prepared()]))
     prepared = m.prepared()
     tracer = Tracer(device=dev)
     cached = needs_simulation(dev)

@@ -12,7 +12,7 @@ expectations (``cmsis_softmax.passing_elements``, half the row pairs negative).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +40,13 @@ def softmax_passing(x: np.ndarray, diff_min: int) -> tuple[tuple[int, int], ...]
     rows = np.asarray(x, dtype=np.int16).reshape(-1, depth)
     diff = rows - rows.max(axis=1, keepdims=True)
     counts = np.count_nonzero(diff >= diff_min, axis=1)
+    return _grouped(counts)
+
+
+def _grouped(counts: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """(value, how many rows have it), ascending by value."""
+    if counts.size == 1:
+        return ((int(counts[0]), 1),)
     values, rows_with = np.unique(counts, return_counts=True)
     return tuple((int(v), int(n)) for v, n in zip(values, rows_with, strict=True))
 
@@ -53,27 +60,27 @@ def fc_negative_pairs(x: np.ndarray, p) -> tuple[tuple[int, int], ...] | None:
     first = slice(0, 2 * (p.weights.shape[0] // 2), 2)
     if np.any(p.shift[first] > 0):
         return None
-    xb = np.asarray(x).reshape(-1, k).astype(np.int64)
-    acc = xb @ p.weights[first].astype(np.int64).T + p.bias[first].astype(np.int64)
-    acc = ((acc + 2**31) % 2**32) - 2**31  # the int32 accumulator wraps
-    high = (acc * p.mult[first].astype(np.int64) + (1 << 30)) >> 31
-    values, rows_with = np.unique(np.count_nonzero(high < 0, axis=1), return_counts=True)
-    return tuple((int(v), int(n)) for v, n in zip(values, rows_with, strict=True))
+    xb = np.asarray(x).reshape(-1, k).astype(np.int32)
+    # int32 products and sums wrap as the kernel's accumulator does
+    acc = (xb @ p.weights[first].T.astype(np.int32)) + p.bias[first]
+    high = (acc.astype(np.int64) * p.mult[first] + (1 << 30)) >> 31
+    return _grouped(np.count_nonzero(high < 0, axis=1))
 
 
-def observe_op(graph: Graph, op: Op, x: np.ndarray) -> OpData | None:
+def observe_op(graph: Graph, op: Op, x: np.ndarray, params=None) -> OpData | None:
     """The data facts of ``op`` run on its first input ``x``, or None when its timing does
-    not depend on the values."""
+    not depend on the values (``params``: the op's prepared kernel params, if at hand)."""
     if op.kind == "fully_connected":
         from mcusim.kernels.fully_connected import FullyConnectedParams, prepare
 
-        try:
-            p = prepare(graph, op)
-        except UnsupportedOpError:
+        if params is None:
+            try:
+                params = prepare(graph, op)
+            except UnsupportedOpError:
+                return None
+        if not isinstance(params, FullyConnectedParams):  # sub-byte / binary / ai8x kernels
             return None
-        if not isinstance(p, FullyConnectedParams):  # sub-byte / binary kernels
-            return None
-        neg = fc_negative_pairs(x, p)
+        neg = fc_negative_pairs(x, params)
         return None if neg is None else OpData(neg_pairs=neg)
     if op.kind != "softmax":
         return None
@@ -86,13 +93,19 @@ def observe_op(graph: Graph, op: Op, x: np.ndarray) -> OpData | None:
     return OpData(passing=softmax_passing(x, diff_min))
 
 
-def observe(graph: Graph, env: Mapping[str, np.ndarray]) -> dict[int, OpData]:
+def observe(
+    graph: Graph, env: Mapping[str, np.ndarray], params: Sequence | None = None
+) -> dict[int, OpData]:
     """Per op index, the data facts of the ops whose timing depends on their inputs
-    (``env``: the run's tensors by name)."""
+    (``env``: the run's tensors by name; ``params``: per op, its prepared kernel params,
+    e.g. ``[p.params for p in model.prepared()]``, so they are not prepared again)."""
     out: dict[int, OpData] = {}
     for i, op in enumerate(graph.ops):
-        if op.inputs and op.inputs[0] in env:
-            d = observe_op(graph, op, env[op.inputs[0]])
+        if op.kind in _KINDS and op.inputs and op.inputs[0] in env:
+            d = observe_op(graph, op, env[op.inputs[0]], params[i] if params else None)
             if d is not None:
                 out[i] = d
     return out
+
+
+_KINDS = frozenset({"softmax", "fully_connected"})

@@ -546,7 +546,7 @@ def _run_hetero(
                 kernels[i] = k
         prepared = model.prepared_for((dev, pl.engines), kernels)
         env = compute_outputs(model, xs, prepared)
-        hc = hetero_costs(model, dev, tile, pl, observe(g, env))
+        hc = hetero_costs(model, dev, tile, pl, observe(g, env, [p.params for p in prepared]))
     clk = dev.core.clock_hz
     npu_clk = float(tile.clock_hz)
     by_layer: dict[int, list[tuple[Transfer, int]]] = {}
@@ -728,7 +728,7 @@ def _run_cpu(
     dc = device_costs(model, dev)  # checks the fit before any kernel runs
     env = {} if estimate else compute_outputs(model, xs)
     if not estimate:
-        dc = device_costs(model, dev, observe(g, env))
+        dc = device_costs(model, dev, observe(g, env, [p.params for p in model.prepared()]))
     engine = f"cpu:{dev.core.name}"
     layers = []
     for i, (op, tm, c) in enumerate(zip(g.ops, dc.timings, dc.costs, strict=True)):
