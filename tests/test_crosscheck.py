@@ -95,7 +95,7 @@ def test_fc_is_timed_on_the_signs_of_its_row_pairs(kws_report):
     """The FC's rounding divide branches on the sign of each row pair's first value: kws's
     FC has all 6 negative on seed 0 (the estimate assumes half). Counted here with Python
     integers (TFLite's rounding high multiply), it is what mcusim.observed reports, and
-    the simulator's compute cycles agree with the twin's within 2 %."""
+    the simulator's cycles agree with the twin's within 5 %, compute and as run."""
     import mcusim
     from mcusim.observed import OpData, observe
 
@@ -114,7 +114,7 @@ def test_fc_is_timed_on_the_signs_of_its_row_pairs(kws_report):
     assert run.layers[11].compute_cycles > est.compute_cycles  # 6 taken branches, not 3
     r = kws_report.layers[3]
     assert r.op == "fully_connected" and r.sim_compute_cycles == run.layers[11].compute_cycles
-    assert abs(r.compute_delta_pct) <= 2.0
+    assert abs(r.compute_delta_pct) <= 5.0 and abs(r.delta_pct) <= 5.0
 
 
 def test_conv_layer_instructions_close_to_simulator(kws_report):

@@ -165,7 +165,7 @@ def test_fc_layer_and_unrolled_walks():
     g, op = fc_graph(4, 2)
     prog = schedule_for("armv7em-dsp", g, op)
     assert M33.time(prog).cycles == unrolled_cycles(M33, prog)
-    assert M33.time(prog).cycles < M4.time(prog).cycles == 260  # test_schedules_m4.py
+    assert M33.time(prog).cycles < M4.time(prog).cycles == 336  # test_schedules_m4.py
     g, op = conv_graph(h=3, w=3, c_in=3, c_out=3, k=3)
     prog = schedule_for("armv7em-dsp", g, op)
     assert M33.time(prog).cycles == unrolled_cycles(M33, prog)

@@ -127,9 +127,11 @@ def test_fully_connected_8x2_by_hand():
     assert res.stream("bias").read_bytes == 8
     assert res.stream("output").write_bytes == 2
     assert "qparams" not in res.streams  # per-tensor multiplier/shift live on the stack
-    # the M4 (DSP path) runs the same layer over 2x faster (280 cycles: with 8 columns
-    # GCC's per-row-pair setup and requantize + clamp, ~120 cycles, dominate the M4 run)
-    assert res.cycles > 2 * M4.time(schedule_for("armv7em-dsp", g, op)).cycles == 2 * 280
+    # the M4 (DSP path) runs the same layer 1.6x faster (356 cycles: with 8 columns the
+    # per-call code of GCC's CMSIS-NN build, ~120 cycles, and the row pair's setup and
+    # requantize + clamp, ~120, dominate the M4 run)
+    m4 = M4.time(schedule_for("armv7em-dsp", g, op)).cycles
+    assert m4 == 356 and res.cycles > 1.5 * m4
 
 
 def test_reshape_copy_by_hand():

@@ -141,11 +141,19 @@ def test_fully_connected_4x2_by_hand():
     # LDR 1                                                                         = 30
     batch_args = 1 + 2 + 4 + 2 + 1 + 3 + 3 * (2 + 1) + 2 + 1 + 1 + 1 + 2 + 1
     bl = 3  # BL: 1 + P
-    # vm_entry (GCC 12 -O2, docs/firmware.md section 6): PUSH 9 regs 10; SUB 1; LDR 3 (SP
-    # dependency); LDR 1 (pipelined); PKHBT 1; LDR 2; LDR 1 (pipelined); the hoisted
-    # per-tensor shift terms BIC, STR, RSBS, BIC, STR, MOVS, LSLS, SUBS, STR, ASRS, STR:
-    # 11 single cycles (STR Rx,[SP,#imm] is always 1)                              = 30
-    vm_entry = 10 + 1 + 3 + 1 + 1 + 2 + 1 + 11
+    # vm_entry (GCC 12.2 -O2 of CMSIS-NN, up to the rhs_rows < 2 test): PUSH 9 regs 10;
+    # SUB SP 1; STR 2 (SP written by the SUB); LDR 2 (after a store); LDR, LDR 2
+    # (pipelined); STR, STR 2; CMP, BEQ not taken 2; LDR 2; LDR 1; ADD (shifted), ASRS,
+    # CMP, SXTH, SXTH 5; STR 1; PKHBT, PKHBT 2; BLE not taken 1                     = 33
+    vm_entry = 10 + 1 + 2 + 2 + 2 + 2 + 2 + 2 + 1 + 5 + 1 + 2 + 1
+    # the row-pair loop's setup (offset pairs, shift facts, strides to the stack): LDR 2,
+    # LDR 1, LDR 1; STR 1; CMP, RSB 2; IT (after a 32-bit RSB: not folded) 1; ADDLT 1;
+    # MOVS, LSLS, ASRS, BIC, SUB 5; LDR 2; STR 1; LDR 2 (after a store); STR 1; MOV,
+    # LSLS, ASRS, LSLS 4; LDR 2; LDR 1; STR 1; LDR 2; LDR 1; STR 1; BIC, ADD 2; STR, STR
+    # 2; ADDS, MOVS, SUBS 3; STR x3 3; LDR 2; STR x5 5; MOV, MOV 2; STR 1; CMP 1; BEQ
+    # not taken (a bias) 1                                                          = 54
+    pairs_setup = 4 + 1 + 2 + 1 + 1 + 5 + 2 + 1 + 2 + 1 + 4 + 3 + 1 + 3 + 1 + 2 + 2 + 3
+    pairs_setup += 3 + 2 + 5 + 2 + 1 + 1 + 1
     # row setup (4 inputs = one 4-column step, peeled before the unrolled loop): LDR
     # post-indexed 2; LDR 1 (pipelined); STR 1; LDR 2 (after a store nothing pipelines);
     # LDR 1; ADDS 1; STR 1; LDR 2; LDR 1; ADDS, CMP 2; BEQ not taken 1; MOV, SUBS, ANDS 3;
@@ -170,8 +178,13 @@ def test_fully_connected_4x2_by_hand():
     # row end: LDR 2; ADDS, CMP 2; STR 1; ADD, ADD 2; BLE not taken 1; LDR 2; LDR 1; CMP
     # 1; BNE not taken 1                                                           = 13
     row_end = 2 + 2 + 1 + 2 + 1 + 2 + 1 + 1 + 1
-    # vm_exit: ADD SP 1; POP 9 regs with PC: 1 + 9 + P(2) + 1 (SP just written)  = 14
-    vm_exit = 1 + 13
+    # after the pairs (the odd row's pointers): LDR 2, three pipelined LDR 3; CMP, MOV,
+    # MOV 3; IT folded 0; MOVLE 1; LDR 2; MLA 1 (Table 3-1); STR 1; MLA 1           = 14
+    pairs_end = 2 + 3 + 3 + 0 + 1 + 2 + 1 + 1 + 1
+    # odd-row test: LSLS 1; BPL taken (even rows) 1 + P(2)                          =  4
+    even = 1 + 3
+    # vm_exit: MOVS 1; ADD SP 1; POP 9 regs with PC: 1 + 9 + P(2) + 1 (SP written) = 15
+    vm_exit = 1 + 1 + 13
     # fc batch end: LDR 2; LDR 1 (pipelined); SUBS, ADD, ADD 3; BNE not taken 1    = 7
     batch_end = 2 + 1 + 3 + 1
     # fc_exit: MOVS 1; ADD SP 1; POP 9 regs with PC 1 + 9 + 2 + 1 (SP)           = 15
@@ -181,17 +194,20 @@ def test_fully_connected_4x2_by_hand():
         + batch_args
         + bl
         + vm_entry
+        + pairs_setup
         + row_setup
         + cols4
         + x4_entry
         + row_mid
         + pair_out
         + row_end
+        + pairs_end
+        + even
         + vm_exit
         + batch_end
         + fc_exit
     )
-    assert expected == 260
+    assert expected == 336
     res = M4.time(prog)
     assert res.cycles == expected
     assert res.cycles == unrolled_cycles(M4, prog)

@@ -879,28 +879,106 @@ cmp     r0, #0
 bne     .Lvm_rows
 """
 VM_ODD_OUT = gcc_requant_text("r2", "pt")
+# Entry and exit as GCC 12.2 -O2 -mcpu=cortex-m4 compiles CMSIS-NN's
+# arm_nn_vec_mat_mult_t_s8 (the prologue's 21 instructions up to the rhs_rows < 2 test,
+# then 43 that set up the row-pair loop: the offset pairs, max(+-shift, 0), the remainder
+# mask and threshold, row strides, all kept on the stack; after the pairs 13 that set up
+# the odd row and test for it; the return value and the epilogue).
 VM_ENTRY = """
 push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}
-sub     sp, #116
-ldr     r5, [sp, #160]               ; bias
-ldr     r3, [sp, #164]               ; lhs_offset
-pkhbt   fp, r3, r3, lsl #16          ; lhs offset pair
-ldr     r1, [sp, #172]               ; dst_multiplier
-ldr     r2, [sp, #176]               ; dst_shift
-bic     r4, r2, r2, asr #31
-str     r4, [sp, #24]                ; max(shift, 0), hoisted
-rsbs    r2, r2, #0
-bic     r2, r2, r2, asr #31
-str     r2, [sp, #64]                ; max(-shift, 0)
+sub     sp, #100
+str     r3, [sp, #20]
+ldr     r3, [sp, #176]               ; rhs_rows
+ldr     fp, [sp, #136]
+ldr     r5, [sp, #160]
+str     r0, [sp, #16]
+str     r1, [sp, #40]
+cmp     r3, #0
+beq     .Lvm_ret
+ldr     sl, [sp, #140]               ; lhs_offset
+ldr     ip, [sp, #176]
+add     r3, r5, r5, lsr #31
+asrs    r4, r3, #1
+cmp     r5, #1
+sxth    r7, sl
+sxth    r0, ip
+str     r4, [sp, #52]
+pkhbt   r6, r7, r7, lsl #16          ; lhs offset pair
+pkhbt   r8, r0, r0, lsl #16
+ble     .Lvm_odd_only{taken}
+"""
+VM_PAIRS_SETUP = """
+ldr     r2, [sp, #156]
+ldr     r3, [sp, #152]               ; dst_shift
+ldr     sl, [sp, #152]
+str     r6, [sp, #4]
+cmp     r2, #0
+rsb     r1, r3, #0
+it      lt
+addlt   r2, #3
 movs    r4, #1
-lsls    r4, r2
-subs    r4, #1
-str     r4, [sp, #68]                ; remainder mask
-asrs    r4, r4, #1
-str     r4, [sp, #60]                ; threshold
+lsls    r4, r1
+asrs    r0, r2, #2
+bic     r7, r2, #3
+sub     r9, r4, #1                   ; remainder mask
+ldr     r2, [sp, #156]
+str     r0, [sp, #64]
+ldr     r0, [sp, #172]
+str     r1, [sp, #80]
+mov     r1, r9
+lsls    r3, r2, #1
+asrs    r4, r1, #1                   ; threshold
+lsls    r2, r0, #1
+ldr     r1, [sp, #40]
+ldr     r0, [sp, #156]
+str     r9, [sp, #84]
+ldr     r9, [sp, #16]
+ldr     r6, [sp, #20]
+str     r7, [sp, #60]
+bic     ip, sl, sl, asr #31          ; max(shift, 0)
+add     r9, r7
+str     r3, [sp, #28]
+str     r4, [sp, #68]
+adds    r3, r1, r7
+movs    r4, #0
+subs    r7, r0, r7
+str     r3, [sp, #24]
+str     fp, [sp, #32]
+str     fp, [sp, #136]
+ldr     r3, [sp, #176]
+str     r2, [sp, #56]
+str     ip, [sp, #48]
+str     r9, [sp, #72]
+str     r4, [sp, #36]
+str     r7, [sp, #76]
+mov     sl, r1
+mov     fp, r8
+str     r5, [sp, #160]
+cmp     r6, #0
+beq     .Lvm_nobias
+"""
+VM_PAIRS_END = """
+ldr     r5, [sp, #160]
+ldr     r7, [sp, #40]
+ldr     sl, [sp, #56]
+ldr     r6, [sp, #4]
+cmp     r5, #1
+mov     r3, ip
+mov     r8, fp
+it      le
+movle   r3, #1
+ldr     fp, [sp, #136]
+mla     r1, r3, r9, r7
+str     r1, [sp, #40]
+mla     fp, r3, sl, fp
+"""
+VM_ODD_TEST = """
+lsls    r0, r5, #31
+bpl     .Lvm_ret{taken}
 """
 VM_EXIT = """
-add     sp, #116
+movs    r0, #0
+add     sp, #100
 pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}
 """
 
@@ -914,7 +992,12 @@ def _vm_blocks(weight_offset: bool, per_channel: bool, peeled: bool):
     sfx = ("_woff" if weight_offset else "") + ("_pc" if per_channel else "")
     return {
         "call": b("bl arm_nn_vec_mat_mult_t_s8", "vm_call"),
-        "entry": b(VM_ENTRY, "vm_entry"),
+        "entry": b(VM_ENTRY.replace("{taken}", ""), "vm_entry"),
+        "entry_odd_only": b(VM_ENTRY, "vm_entry_odd_only"),
+        "pairs_setup": b(VM_PAIRS_SETUP, "vm_pairs_setup"),
+        "pairs_end": b(VM_PAIRS_END, "vm_pairs_end"),
+        "even": b(VM_ODD_TEST, "vm_even"),
+        "odd": b(VM_ODD_TEST.replace("{taken}", ""), "vm_odd"),
         "exit": b(VM_EXIT, "vm_exit"),
         "row_setup": b(setup, "vm_row_setup" + ("_peeled" if peeled else "")),
         "x4_entry": b(VM_X4_ENTRY, "vm_x4_entry"),
@@ -971,7 +1054,11 @@ def vec_mat_mult_t_s8(
     rows = [pair_loop("vm_row_pairs", pairs - neg, k["out"])]
     if neg:
         rows.append(pair_loop("vm_row_pairs_neg", neg, k["out_neg"]))
-    items: list = [k["call"], k["entry"], *rows]
+    if pairs:
+        items: list = [k["call"], k["entry"], k["pairs_setup"], *rows, k["pairs_end"]]
+        items.append(k["odd"] if rhs_rows % 2 else k["even"])
+    else:  # one row: straight to the odd-row test
+        items = [k["call"], k["entry_odd_only"], k["odd"]]
     if rhs_rows % 2:
         items += [
             k["row_setup"],
