@@ -268,8 +268,10 @@ MN_INLINE void mn_vmm_body(const int8_t *lhs, const int8_t *rhs, const int32_t *
     const int32_t *bp = bias ? bias : zeros;
     const int32_t bstep = bias ? 2 : 0;
 #if MN_DSP
+    /* the shift facts of the row-pair path (GCC's CMSIS-NN build computes them only when
+     * there is a pair: with one row it branches straight to the odd-row code) */
     mn_vm_rq q;
-    if (!per_ch)
+    if (!per_ch && rows >= 2)
         mn_vm_rq_init(&q, m0, s0, out_offset, act_min, act_max);
 #endif
     int32_t r = 0;
