@@ -127,6 +127,26 @@ MN_INLINE void mn_vm_rq_init(mn_vm_rq *q, int32_t mult, int32_t shift, int32_t o
     q->act_max = act_max;
 }
 
+/* the second row's high multiply (left shift 0 on this path) and both roundings; NEG:
+ * the first value's threshold adjustment when it is negative */
+#define MN_VM_SECOND(NEG)                                                                  \
+    "ldr     %[t7], [%[q], #4]\n\t"                                                         \
+    "smlal   %[t1], %[t4], %[t7], %[a1]\n\t"                                                \
+    "lsrs    %[a1], %[t1], #31\n\t"                                                         \
+    "orr     %[t7], %[a1], %[t4], lsl #1\n\t"                                               \
+    "ldr     %[t4], [%[q], #20]\n\t"                                                        \
+    "and     %[t1], %[t5], %[t7]\n\t"                                                       \
+    "asrs    %[t7], %[t7], %[t6]\n\t" NEG "cmp     %[t8], %[t4]\n\t"                       \
+    "ldr     %[t0], [%[q], #20]\n\t"                                                        \
+    "it      gt\n\t"                                                                        \
+    "addgt   %[a0], %[a0], #1\n\t"                                                          \
+    "cmp     %[t7], #0\n\t"                                                                 \
+    "it      lt\n\t"                                                                        \
+    "addlt   %[t0], %[t0], #1\n\t"                                                          \
+    "cmp     %[t0], %[t1]\n\t"                                                              \
+    "it      lt\n\t"                                                                        \
+    "addlt   %[t7], %[t7], #1\n\t"
+
 MN_INLINE void mn_vm_pair_out(int32_t a0, int32_t a1, int8_t **dst, const mn_vm_rq *q)
 {
     int32_t t0, t1, t4, t5, t6, t7, t8;
@@ -158,44 +178,9 @@ MN_INLINE void mn_vm_pair_out(int32_t a0, int32_t a1, int8_t **dst, const mn_vm_
         "mov     %[t1], #0x40000000\n\t"
         "mov     %[t4], #0\n\t"
         "bmi     3f\n\t"
-        "ldr     %[t7], [%[q], #4]\n\t"
-        "smlal   %[t1], %[t4], %[t7], %[a1]\n\t"
-        "lsrs    %[a1], %[t1], #31\n\t"
-        "orr     %[t7], %[a1], %[t4], lsl #1\n\t"
-        "ldr     %[t4], [%[q], #20]\n\t"
-        "and     %[t1], %[t5], %[t7]\n\t"
-        "asrs    %[t7], %[t7], %[t6]\n\t"
-        "cmp     %[t8], %[t4]\n\t"
-        "ldr     %[t0], [%[q], #20]\n\t"
-        "it      gt\n\t"
-        "addgt   %[a0], %[a0], #1\n\t"
-        "cmp     %[t7], #0\n\t"
-        "it      lt\n\t"
-        "addlt   %[t0], %[t0], #1\n\t"
-        "cmp     %[t0], %[t1]\n\t"
-        "it      lt\n\t"
-        "addlt   %[t7], %[t7], #1\n\t"
-        "b       4f\n"
+        MN_VM_SECOND("") "b       4f\n"
         /* first value negative: its threshold is one more */
-        "3:\n\t"
-        "ldr     %[t7], [%[q], #4]\n\t"
-        "smlal   %[t1], %[t4], %[t7], %[a1]\n\t"
-        "lsrs    %[a1], %[t1], #31\n\t"
-        "orr     %[t7], %[a1], %[t4], lsl #1\n\t"
-        "ldr     %[t4], [%[q], #20]\n\t"
-        "and     %[t1], %[t5], %[t7]\n\t"
-        "asrs    %[t7], %[t7], %[t6]\n\t"
-        "adds    %[t4], %[t4], #1\n\t"
-        "cmp     %[t8], %[t4]\n\t"
-        "ldr     %[t0], [%[q], #20]\n\t"
-        "it      gt\n\t"
-        "addgt   %[a0], %[a0], #1\n\t"
-        "cmp     %[t7], #0\n\t"
-        "it      lt\n\t"
-        "addlt   %[t0], %[t0], #1\n\t"
-        "cmp     %[t0], %[t1]\n\t"
-        "it      lt\n\t"
-        "addlt   %[t7], %[t7], #1\n"
+        "3:\n\t" MN_VM_SECOND("adds    %[t4], %[t4], #1\n\t")
         "4:\n\t"
         "ldr     %[t8], [%[q], #24]\n\t"
         "ldr     %[t1], [%[q], #28]\n\t"
