@@ -118,13 +118,19 @@ def test_small_sweep_full_equals_estimate_and_direct_runs():
     assert list(full_p["model"][:4]) == ["ad01_int8"] * 4
     assert list(full_p["precision"][:2]) == ["source", "W4A8"]
     assert set(est_p["mode"]) == {"estimate"} and set(full_p["mode"]) == {"full"}
-    # equal but for the CPU softmax and FC layers (timed on the run's data in full mode,
-    # mcusim.observed), and so the totals (every point has one)
-    data = full_l.op.isin(["softmax", "fully_connected"]) & full_l.engine.str.startswith("cpu:")
+    # equal but for the CPU layers whose schedule uses the data (both devices' CPU is a
+    # Cortex-M4: softmax and FC, timed on the run's data in full mode, mcusim.observed),
+    # and so the totals (every point has one)
+    from mcusim.kernels.schedules import data_kinds
+
+    kinds = sorted(data_kinds(load_device("stm32l4r5").core.isa))
+
+    def data_rows(df):
+        return df.op.isin(kinds) & df.engine.str.startswith("cpu:")
+
+    data = data_rows(full_l)
     assert data.any() and (~data).any()
-    assert (
-        est_l.op.isin(["softmax", "fully_connected"]) & est_l.engine.str.startswith("cpu:")
-    ).equals(data)
+    assert data_rows(est_l).equals(data)
     pd.testing.assert_frame_equal(
         full_l[~data].drop(columns="mode"), est_l[~data].drop(columns="mode")
     )

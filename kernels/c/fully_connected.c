@@ -110,7 +110,15 @@ MN_INLINE void mn_fc_row_x1(const int8_t **pl, const int8_t **p0, int32_t *a0, i
  * (shift <= 0, first value >= 0 after the shift) straight through, the others branched to
  * as GCC's build of CMSIS-NN does. Bit-exact with mn_requant_clamp. */
 typedef struct {
-    int32_t left, mult, shift, mask, right, threshold, out_offset, act_min, act_max;
+    int32_t left;       /* #0: max(shift, 0) */
+    int32_t mult;       /* #4 */
+    int32_t shift;      /* #8 */
+    int32_t mask;       /* #12: (1 << right) - 1 */
+    int32_t right;      /* #16: max(-shift, 0) */
+    int32_t threshold;  /* #20: mask >> 1 */
+    int32_t out_offset; /* #24 */
+    int32_t act_min;    /* #28 */
+    int32_t act_max;    /* #32 */
 } mn_vm_rq;
 
 MN_INLINE void mn_vm_rq_init(mn_vm_rq *q, int32_t mult, int32_t shift, int32_t out_offset,
