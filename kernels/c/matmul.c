@@ -116,15 +116,20 @@ typedef struct {
                      : [ro] "r"(r_off)                                                      \
                      : "cc")
 /* strided lhs rows (two offsets): 14 registers, r7 the fixed scratch; clang reserves r7
- * (frame pointer), so the asm saves and restores it */
+ * (frame pointer), so there the asm saves and restores it; GCC takes r7 as a clobber and
+ * keeps it live across the loop without a push per row pair */
 #ifdef __clang__
 #define MN_NT_R7
+#define MN_NT_PUSH_R7 "push   {r7}\n\t"
+#define MN_NT_POP_R7 "\tpop    {r7}\n"
 #else
 #define MN_NT_R7 "r7",
+#define MN_NT_PUSH_R7
+#define MN_NT_POP_R7
 #endif
 #define MN_NT_LOOP2x2_STRIDED(A, head, step, body)                                           \
-    __asm__ volatile("push   {r7}\n\t" head MN_NT_ENTER "1:\n\t" body MN_NT_BACK(step)      \
-                     MN_NT_LEAVE "\tpop    {r7}\n"                                          \
+    __asm__ volatile(MN_NT_PUSH_R7 head MN_NT_ENTER "1:\n\t" body MN_NT_BACK(step)          \
+                     MN_NT_LEAVE MN_NT_POP_R7                                               \
                      : MN_NT_OPS2x2(A)                                                      \
                      : [ro] "r"(r_off), [lo] "r"(l_off)                                     \
                      : MN_NT_R7 "cc")
