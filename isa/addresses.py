@@ -251,9 +251,13 @@ class _Compiler:
             self.code_next += size + (-size) % 2 + JUMP_GAP * block.jumps
         return a
 
-    def block(self, block: Block, regs: dict[int, int], pre: dict | None = None) -> None:
-        moves = tuple(sorted((TAG_INDEX[t], int(d)) for t, d in (pre or {}).items()))
-        key = (id(block), tuple(sorted(regs.items())), moves)
+    def block(
+        self, block: Block, regs: dict[int, int], rkey: tuple, pre: dict | None = None
+    ) -> None:
+        """One execution of ``block``; ``rkey`` is ``regs`` as a sorted tuple (worked out
+        once per loop, not per block)."""
+        moves = tuple(sorted((TAG_INDEX[t], int(d)) for t, d in pre.items())) if pre else ()
+        key = (id(block), rkey, moves)
         v = self.variants.get(key)
         if v is None:
             evs = [(t, 0, 0, 0, 0, d) for t, d in moves] + block_events(block, regs)
@@ -265,19 +269,28 @@ class _Compiler:
             self.names.append(block.name)
         self.prog += [OP_BLOCK, v]
 
-    def items(self, items: list, regs: dict[int, int], moves: dict | None = None) -> None:
+    def items(
+        self, items: list, regs: dict[int, int], moves: dict | None = None, rkey=None
+    ) -> None:
+        if rkey is None:
+            rkey = tuple(sorted(regs.items()))
         for it in items:
             if isinstance(it, Block):
-                self.block(it, regs, moves.get(it) if moves else None)
+                self.block(it, regs, rkey, moves.get(it) if moves else None)
             elif isinstance(it, Loop):
-                self.loop(it, regs)
+                self.loop(it, regs, rkey)
             else:
                 raise TypeError(f"schedule item {it!r} is neither a Block nor a Loop")
 
-    def loop(self, loop: Loop, regs: dict[int, int]) -> None:
+    def loop(self, loop: Loop, regs: dict[int, int], rkey: tuple = ()) -> None:
         if loop.count == 0 or not loop.body:
             return
-        inner = {**regs, **_regs_map(getattr(loop, "regs", None) or {})}
+        lregs = getattr(loop, "regs", None)
+        if lregs:
+            inner = {**regs, **_regs_map(lregs)}
+            rkey = tuple(sorted(inner.items()))
+        else:
+            inner = regs
         lo = len(self.rules)
         for tag, rule in (getattr(loop, "addr", None) or {}).items():
             if tag not in TAG_INDEX:
@@ -299,7 +312,7 @@ class _Compiler:
         hi = len(self.rules)
         at = len(self.prog)
         self.prog += [OP_LOOP, loop.count, lo, hi, 0]
-        self.items(loop.body, inner, getattr(loop, "moves", None))
+        self.items(loop.body, inner, getattr(loop, "moves", None), rkey)
         self.prog += [OP_END, at]
         self.prog[at + 4] = len(self.prog)
 

@@ -178,8 +178,13 @@ class Program:
         (traffic rows) is done once per block, not once per occurrence."""
         runs: dict[Block, int] = {}
         places: dict[Block, int] = {}
-        for it, m in self.walk():
-            if isinstance(it, Block):
+        stack = [(it, 1) for it in self.items]  # walk()'s occurrences, in any order
+        while stack:
+            it, m = stack.pop()
+            if isinstance(it, Loop):
+                mm = m * it.count
+                stack.extend([(sub, mm) for sub in it.body])
+            else:
                 places[it] = places.get(it, 0) + 1
                 if m:
                     runs[it] = runs.get(it, 0) + m

@@ -40,12 +40,23 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
 
 
 def quantize_multipliers(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vector form of :func:`quantize_multiplier` (per-channel), int32 arrays."""
-    mult = np.empty(len(reals), dtype=np.int32)
-    shift = np.empty(len(reals), dtype=np.int32)
-    for i, r in enumerate(np.asarray(reals, dtype=np.float64)):
-        mult[i], shift[i] = quantize_multiplier(float(r))
-    return mult, shift
+    """Vector form of :func:`quantize_multiplier` (per-channel), int32 arrays; the same
+    steps on whole arrays (np.frexp is math.frexp per element; the products are exact in
+    float64, so the rounding is the scalar one)."""
+    r = np.asarray(reals, dtype=np.float64).reshape(-1)
+    if not np.isfinite(r).all():
+        raise ValueError(f"multiplier not finite: {r[~np.isfinite(r)][0]}")
+    q, shift = np.frexp(r)
+    q_fixed = np.floor(np.abs(q) * float(1 << 31) + 0.5).astype(np.int64)
+    q_fixed = np.where(q < 0, -q_fixed, q_fixed)
+    shift = shift.astype(np.int64)
+    top = q_fixed == (1 << 31)
+    q_fixed = np.where(top, q_fixed // 2, q_fixed)
+    shift = np.where(top, shift + 1, shift)
+    tiny = (shift < -31) | (r == 0.0)
+    q_fixed = np.where(tiny, 0, q_fixed)
+    shift = np.where(tiny, 0, shift)
+    return q_fixed.astype(np.int32), shift.astype(np.int32)
 
 
 @njit(cache=True, inline="always")

@@ -1450,62 +1450,82 @@ def _loop_meta(cs: CompiledStream) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     (the body's writebacks and moves, inner loops included), and a nonzero marker when a
     rule of the loop moves it (step, or row skips); ``lwork[row]``: block executions +
     accesses of one iteration (inner loops multiplied out)."""
-    prog = cs.prog.tolist()
-    ev = cs.events
-    rules = cs.rules.tolist()
-    blk_net = []
-    for s0, n in cs.blk_ev.tolist():
-        d = [0] * N_TAGS
+    return _loop_meta_nb(cs.prog, cs.events, cs.blk_ev, cs.rules)
+
+
+@njit(cache=True)
+def _loop_meta_nb(prog, ev, blk_ev, rules):
+    """:func:`_loop_meta` in one pass over the bytecode: loops are numbered in the order
+    they start; a stack holds the enclosing loops' net moves and work until their END."""
+    nb = blk_ev.shape[0]
+    blk_net = np.zeros((nb, N_TAGS), np.int64)
+    blk_w = np.zeros(nb, np.int64)
+    for b in range(nb):
+        s0 = blk_ev[b, 0]
+        n = blk_ev[b, 1]
         for e in range(s0, s0 + n):
-            d[int(ev[e, 0])] += int(ev[e, 5])
-        blk_net.append((d, n + 1))
-    lrow = np.full(len(prog), -1, dtype=np.int64)
-    moves: list[list[int]] = []
-    work: list[int] = []
-
-    def walk(pc: int, end: int) -> tuple[list[int], int]:
-        """Net pointer moves and work of prog[pc:end]."""
-        net = [0] * N_TAGS
-        wk = 0
-        while pc < end:
-            op = prog[pc]
-            if op == OP_BLOCK:
-                d, w = blk_net[prog[pc + 1]]
-                for t in range(N_TAGS):
-                    net[t] += d[t]
-                wk += w
-                pc += 2
-            elif op == OP_LOOP:
-                count, lo, hi, after = prog[pc + 1 : pc + 5]
-                row = len(moves)
-                lrow[pc] = row
-                moves.append([])
-                work.append(0)
-                body, bw = walk(pc + 5, after - 2)
-                mv = list(body)
-                final = [count * x for x in body]
-                for tag, step, start, every, skip, phase in rules[lo:hi]:
-                    rows = (count + phase) // every if every else 0
-                    final[tag] = start + count * step + rows * skip
-                    mv[tag] = 0
-                for tag, step, _start, every, skip, _phase in rules[lo:hi]:
-                    if step != 0 or (every and skip != 0):
-                        mv[tag] = 1  # a rule moves it: never a fixed point here
-                moves[row] = mv
-                work[row] = bw
-                for t in range(N_TAGS):
-                    net[t] += final[t]
-                wk += count * bw
-                pc = after
-            else:
-                pc += 2
-        return net, wk
-
-    walk(0, len(prog))
-    if not moves:
-        z = np.zeros((0, N_TAGS), np.int64)
-        return lrow, z, np.zeros(0, np.int64)
-    return lrow, np.asarray(moves, np.int64), np.asarray(work, np.int64)
+            blk_net[b, ev[e, 0]] += ev[e, 5]
+        blk_w[b] = n + 1
+    n_prog = prog.shape[0]
+    n_loops = 0
+    for pc in range(n_prog):  # an upper bound (operands may equal OP_LOOP): sizes only
+        if prog[pc] == OP_LOOP:
+            n_loops += 1
+    lrow = np.full(n_prog, -1, np.int64)
+    moves = np.zeros((n_loops, N_TAGS), np.int64)
+    work = np.zeros(n_loops, np.int64)
+    net = np.zeros((n_loops + 1, N_TAGS), np.int64)  # per depth: net moves so far
+    wk = np.zeros(n_loops + 1, np.int64)
+    at = np.zeros(n_loops + 1, np.int64)  # per depth: pc of its OP_LOOP
+    rows = 0
+    d = 0
+    pc = 0
+    while pc < n_prog:
+        op = prog[pc]
+        if op == OP_BLOCK:
+            b = prog[pc + 1]
+            for t in range(N_TAGS):
+                net[d, t] += blk_net[b, t]
+            wk[d] += blk_w[b]
+            pc += 2
+        elif op == OP_LOOP:
+            lrow[pc] = rows
+            rows += 1
+            d += 1
+            at[d] = pc
+            for t in range(N_TAGS):
+                net[d, t] = 0
+            wk[d] = 0
+            pc += 5
+        elif op == OP_END:
+            lp = at[d]
+            row = lrow[lp]
+            count = prog[lp + 1]
+            lo = prog[lp + 2]
+            hi = prog[lp + 3]
+            for t in range(N_TAGS):
+                moves[row, t] = net[d, t]
+                net[d - 1, t] += count * net[d, t]
+            for r in range(lo, hi):
+                tag = rules[r, 0]
+                step = rules[r, 1]
+                every = rules[r, 3]
+                skip = rules[r, 4]
+                n_rows = (count + rules[r, 5]) // every if every else 0
+                # the rule sets the pointer: undo the body's moves, apply the rule's
+                net[d - 1, tag] += rules[r, 2] + count * step + n_rows * skip
+                net[d - 1, tag] -= count * net[d, tag]
+                moves[row, tag] = 0
+            for r in range(lo, hi):
+                if rules[r, 1] != 0 or (rules[r, 3] and rules[r, 4] != 0):
+                    moves[row, rules[r, 0]] = 1  # a rule moves it: never a fixed point here
+            work[row] = wk[d]
+            wk[d - 1] += count * wk[d]
+            d -= 1
+            pc += 2
+        else:
+            pc += 2
+    return lrow, moves[:rows].copy(), work[:rows].copy()
 
 
 # ------------------------------------------------------- all-hit iterations (footprints)
@@ -2105,13 +2125,18 @@ def _align(n: int) -> int:
 
 def code_size(programs) -> int:
     """Bytes of code when every distinct Block is laid out once (as isa/addresses.py does)."""
-    seen: set[int] = set()
+    seen: set[int] = set()  # blocks and loops met (a loop met again holds no new block)
     total = 0
-    for p in programs:
-        for it, _m in p.walk():
-            if hasattr(it, "instrs") and id(it) not in seen:
-                seen.add(id(it))
-                total += it.code_bytes + it.code_bytes % 2
+    stack = [it for p in programs for it in p.items]
+    while stack:
+        it = stack.pop()
+        if id(it) in seen:
+            continue
+        seen.add(id(it))
+        if hasattr(it, "instrs"):
+            total += it.code_bytes + it.code_bytes % 2
+        else:
+            stack.extend(it.body)
     return total
 
 
