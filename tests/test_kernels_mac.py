@@ -894,3 +894,29 @@ def test_unsupported_activation_type_names_the_layer(kind):
     graph = Graph(dict(t.tensors), [op], ["x"], ["y"])
     with pytest.raises(UnsupportedOpError, match=r"#7 layer_x .*int16"):
         kernel_for(kind).prepare(graph, op)
+
+
+def test_vector_multipliers_equal_the_scalar_rule():
+    """quantize_multipliers (numpy, per channel) is QuantizeMultiplier element by element,
+    rounding ties, the 2^31 carry, underflow and zero included; each result reconstructs
+    the real within half a unit of the Q31 multiplier."""
+    from mcusim.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
+
+    rng = np.random.default_rng(7)
+    reals = np.concatenate(
+        [
+            rng.random(3000) * 10.0 ** rng.integers(-14, 4, 3000),
+            -rng.random(200),
+            [0.0, 1.0, 0.5, 1 - 2**-40, 2**-31, 2**-32, 2**-45, 1e-300, 3 * 2**-33],
+        ]
+    )
+    m, s = quantize_multipliers(reals)
+    assert m.dtype == np.int32 and s.dtype == np.int32
+    ref = [quantize_multiplier(float(r)) for r in reals]
+    assert [(int(a), int(b)) for a, b in zip(m, s)] == ref
+    for r, a, b in zip(reals[:500], m[:500], s[:500]):
+        if a:
+            err = abs(Fraction(float(r)) - Fraction(int(a)) * Fraction(2) ** (int(b) - 31))
+            assert err <= Fraction(2) ** (int(b) - 32)
+    with pytest.raises(ValueError, match="not finite"):
+        quantize_multipliers(np.array([1.0, np.inf]))
