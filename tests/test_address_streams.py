@@ -111,10 +111,13 @@ def test_conv_matmul_scratch_reads():
     g, op = conv_graph(4, 4, 4, 2, 3, padding="valid")
     s = streams(schedule_for("armv7em-dsp", g, op))
     reads = [a for a, n, w in s["scratch"] if not w and n == 4]
-    # im2col part first: 4 pixels x 9 words read back for the s8 -> s16 widening
-    mm = reads[4 * 9 :]
+    # per pair of pixels, as the library interleaves them: the s8 -> s16 widening of the
+    # first pixel's column (9 words), of the second's one column (72 bytes) on, then the
+    # kernel from the buffer's start
+    widen = reads[:9]
     one_pair = [S + 16 * i + d for i in range(9) for d in (0, 0, 4, 4)]
-    assert mm == one_pair * 2
+    per_pair = widen + [a + 72 for a in widen] + one_pair
+    assert reads == per_pair * 2
 
 
 def test_fc_stream():

@@ -913,8 +913,8 @@ def test_vector_multipliers_equal_the_scalar_rule():
     m, s = quantize_multipliers(reals)
     assert m.dtype == np.int32 and s.dtype == np.int32
     ref = [quantize_multiplier(float(r)) for r in reals]
-    assert [(int(a), int(b)) for a, b in zip(m, s)] == ref
-    for r, a, b in zip(reals[:500], m[:500], s[:500]):
+    assert [(int(a), int(b)) for a, b in zip(m, s, strict=True)] == ref
+    for r, a, b in zip(reals[:500], m[:500], s[:500], strict=True):
         if a:
             err = abs(Fraction(float(r)) - Fraction(int(a)) * Fraction(2) ** (int(b) - 31))
             assert err <= Fraction(2) ** (int(b) - 32)

@@ -22,7 +22,14 @@ from functools import cache
 from mcusim.graph import Graph, Op
 from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
-from .common import Geom, PixelWalk, conv_geom, memcpy_items, memset_items, pixels_by, taps_key
+from .common import (
+    Geom,
+    PixelWalk,
+    conv_geom,
+    memcpy_items,
+    memset_items,
+    valid_taps_1d,
+)
 from .matmul import (
     leftover_column,
     mat_mult_kernel_s8_s16,
@@ -263,46 +270,110 @@ def _im2col_column(g: Geom, kernel_ch: int, n_valid: int, rhs_cols: int) -> list
 
 
 def convolve_s8_items(g: Geom, kernel_ch: int, groups: int) -> list:
-    """arm_convolve_s8 (DSP): im2col per pixel, kernel per column pair, odd column."""
+    """arm_convolve_s8 (DSP) in the library's order: per pair of output pixels (raster
+    order) the im2col of the first, of the second, then the kernel on the two columns;
+    an odd last pixel's column goes through the leftover path.
+
+    Pairs are grouped by the in-bounds taps of their two pixels and the step between
+    their windows (one loop per group, the address rules walking each group's pixels; the
+    cache model sees the library's interleaving of im2col, filters and outputs). A pair
+    of two pixels of one class runs the im2col as a loop of 2 (its PIXEL_END branch taken
+    after the first pixel, falling through into the kernel after the second, as
+    compiled); a pair across a border is two single-pixel loops (its first PIXEL_END
+    counted not taken: a cycle or two per such pair)."""
     k = _blocks()
     rhs_cols = g.k_h * g.k_w * kernel_ch
     out_ch_g = g.out_c // groups
     n_pix = g.out_pixels
+    ry = [valid_taps_1d(g.in_h, g.k_h, g.s_h, g.d_h, g.pad_t, oy) for oy in range(g.out_h)]
+    cx = [valid_taps_1d(g.in_w, g.k_w, g.s_w, g.d_w, g.pad_l, ox) for ox in range(g.out_w)]
+
+    def taps(p: int) -> int:
+        oy, ox = divmod(p, g.out_w)
+        return ry[oy] * cx[ox]
+
+    def window(p: int) -> int:
+        """Input offset of pixel p's window (clamped into the image, as PixelWalk)."""
+        oy, ox = divmod(p, g.out_w)
+        y = max(oy * g.s_h - g.pad_t, 0)
+        x = max(ox * g.s_w - g.pad_l, 0)
+        return (y * g.in_w + x) * g.in_c
+
+    # a group's first pixels form a grid, so PixelWalk's rules are exact: same taps, same
+    # step to the second pixel's window, and with an odd row width (pairs then start on
+    # alternate columns) rows of one parity
+    pair_groups: dict[tuple, list[tuple[int, int]]] = {}
+    for p in range(0, n_pix - 1, 2):
+        oy = p // g.out_w
+        odd_rows = oy % 2 if g.out_w % 2 else 0
+        key = (taps(p), taps(p + 1), window(p + 1) - window(p), odd_rows)
+        pair_groups.setdefault(key, []).append(divmod(p, g.out_w))
+    col = 2 * rhs_cols  # the second s16 column follows the first
+    columns: dict[int, list] = {}
+
+    def column(n_valid: int) -> list:
+        if n_valid not in columns:
+            columns[n_valid] = _im2col_column(g, kernel_ch, n_valid, rhs_cols)
+        return columns[n_valid]
+
+    kernel = [
+        k["pair_args"],
+        *mat_mult_kernel_s8_s16(out_ch_g, rhs_cols, g.out_c),
+        k["pair_end"],
+    ]
+    walk = PixelWalk(g, ("input", "output"))
     per_group: list = []
-    classes = pixels_by(g, taps_key(g))
-    walk = PixelWalk(g, ("input",))
-    # im2col of every pixel: pixels grouped by how many taps are in bounds
-    for n_valid, count in sorted(g.taps_valid().items()):
+    for (ta, tb, px_in, _), firsts in sorted(pair_groups.items()):
+        # the kernel reads the columns from the buffer's start (one scratch pointer: the
+        # second column's reads are modelled at the first's lines)
+        back = {k["pair_args"]: {"scratch": -2 * col if ta == tb else -col}}
+        if ta == tb:
+            im2col = [
+                Loop(
+                    f"im2col_pair_{ta}taps",
+                    2,
+                    column(ta),
+                    addr={"input": Rewind(px_in), "scratch": Rewind(col)},
+                )
+            ]
+        else:
+            im2col = [
+                Loop(
+                    f"im2col_first_{ta}taps",
+                    1,
+                    column(ta),
+                    addr={"input": Rewind(0), "scratch": Rewind(0)},
+                ),
+                Loop(
+                    f"im2col_second_{tb}taps",
+                    1,
+                    column(tb),
+                    addr={"input": Rewind(0, start=px_in), "scratch": Rewind(0, start=col)},
+                ),
+            ]
         per_group.append(
             Loop(
-                f"im2col_pixels_{n_valid}taps",
-                count,
-                _im2col_column(g, kernel_ch, n_valid, rhs_cols),
-                # each pixel of the class at its own input window; the column buffer
-                # is reused
-                addr={**walk.rules(classes[n_valid]), "scratch": Rewind(0)},
+                f"conv_column_pairs_{ta}_{tb}taps",
+                len(firsts),
+                [*im2col, *kernel],
+                # every pair of columns re-reads all filters, biases and requant parameters
+                addr={
+                    **walk.rules(firsts),
+                    **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
+                },
+                moves={**s8s16_odd_channel_moves(out_ch_g, g.out_c), **back},
             )
         )
-    per_group.append(
-        Loop(
-            "conv_column_pairs",
-            n_pix // 2,
-            [
-                k["pair_args"],
-                *mat_mult_kernel_s8_s16(out_ch_g, rhs_cols, g.out_c),
-                k["pair_end"],
-            ],
-            # every pair of columns re-reads all filters, biases and requant parameters
-            # and writes the outputs of the next two pixels
-            addr={
-                **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
-                "output": Rewind(2 * g.out_c),
-            },
-            moves=s8s16_odd_channel_moves(out_ch_g, g.out_c),
-        )
-    )
     if n_pix % 2:
-        per_group += leftover_column(out_ch_g, rhs_cols)
+        last = n_pix - 1
+        per_group.append(
+            Loop(
+                "conv_last_column",
+                1,
+                [*column(taps(last)), *leftover_column(out_ch_g, rhs_cols)],
+                addr={**walk.rules([divmod(last, g.out_w)]), "scratch": Rewind(0)},
+            )
+        )
     body = [Loop("conv_groups", groups, per_group)] if groups > 1 else per_group
     return [k["entry"], Loop("batches", g.batches, body), k["exit"]]
 
