@@ -120,6 +120,27 @@ def test_conv_matmul_scratch_reads():
     assert reads == per_pair * 2
 
 
+def test_conv_order_per_pixel_pair():
+    """arm_convolve_s8 interleaves as the library does: per pixel pair im2col, im2col,
+    kernel; a layer whose border classes split the pairs into more than MAX_PAIR_GROUPS
+    groups builds its columns first (one kernel loop)."""
+    from mcusim.kernels.schedules.cmsis_conv import MAX_PAIR_GROUPS
+
+    def loops(kind):
+        g, op = _layer(kind)
+        p = schedule_for("armv7em-dsp", g, op)
+        return [it for it, _ in p.walk() if hasattr(it, "body")]
+
+    inter = [lp for lp in loops("conv3x3_same") if lp.name.startswith("conv_column_pairs_")]
+    assert 1 < len(inter) <= MAX_PAIR_GROUPS
+    assert sum(lp.count for lp in inter) == 81 // 2  # every pair once; pixel 80 left over
+    for lp in inter:  # the im2col of both pixels comes before the kernel's blocks
+        assert lp.body[0].name.startswith("im2col_")
+    first = loops("conv7x7_same")
+    assert [lp.count for lp in first if lp.name == "conv_column_pairs"] == [81 // 2]
+    assert not any(lp.name.startswith("conv_column_pairs_") for lp in first)
+
+
 def test_fc_stream():
     """arm_fully_connected_s8 -> vec_mat_mult_t_s8: 8 inputs x 4 outputs, per-tensor."""
     g, op = fc_graph(8, 4)
@@ -217,6 +238,7 @@ def _layer(kind):
     pool = Pool2DAttrs((2, 2), (2, 2), "valid", "none")
     return {
         "conv3x3_same": lambda: conv_graph(9, 9, 8, 6, 3),
+        "conv7x7_same": lambda: conv_graph(9, 9, 4, 6, 7),
         "conv1x1_odd": lambda: conv_graph(5, 5, 8, 7, 1, padding="valid"),
         "conv1x1_stride2": lambda: conv_graph(6, 6, 8, 6, 1, stride=2, padding="valid"),
         "dw3x3": lambda: conv_graph(7, 7, 10, 10, 3, depthwise=True),
@@ -235,6 +257,7 @@ def _layer(kind):
     "kind",
     [
         "conv3x3_same",
+        "conv7x7_same",
         "conv1x1_odd",
         "conv1x1_stride2",
         "dw3x3",
@@ -382,6 +405,7 @@ def _other_layer(kind):
     return {
         "conv3x3_c16": lambda: conv_graph(6, 6, 16, 32, 3, padding="valid"),
         "conv3x3_same": lambda: conv_graph(9, 9, 8, 6, 3),
+        "conv7x7_same": lambda: conv_graph(9, 9, 4, 6, 7),
         "conv1x1_16": lambda: conv_graph(4, 4, 16, 32, 1, padding="valid"),
         "conv1x1_odd": lambda: conv_graph(5, 5, 8, 7, 1, padding="valid"),
         "conv1x1_stride2": lambda: conv_graph(6, 6, 8, 6, 1, stride=2, padding="valid"),

@@ -28,6 +28,8 @@ from .common import (
     conv_geom,
     memcpy_items,
     memset_items,
+    pixels_by,
+    taps_key,
     valid_taps_1d,
 )
 from .matmul import (
@@ -269,6 +271,60 @@ def _im2col_column(g: Geom, kernel_ch: int, n_valid: int, rhs_cols: int) -> list
     return [k["pixel"], copy, pad, *rows, *widen, k["pixel_end"]]
 
 
+# Pair groups above which arm_convolve_s8's schedule builds every im2col column first: the
+# cache simulation walks at least one kernel call per group (a group of one pair is never
+# repeated), so a layer whose border classes split its pairs finely (kws's 10x4 first
+# conv: 15 groups of 62 pairs) would cost several times its im2col-first walk. Timing is
+# the same in both orders (the same blocks, PIXEL_END's branch aside); the addresses
+# keep the per-class input walk and sequential outputs.
+MAX_PAIR_GROUPS = 8
+
+
+def im2col_first_items(g: Geom, kernel_ch: int, groups: int) -> list:
+    """arm_convolve_s8 (DSP) with every pixel's im2col first (pixels grouped by in-bounds
+    taps), then the kernel per column pair and the odd column (see MAX_PAIR_GROUPS)."""
+    k = _blocks()
+    rhs_cols = g.k_h * g.k_w * kernel_ch
+    out_ch_g = g.out_c // groups
+    n_pix = g.out_pixels
+    per_group: list = []
+    classes = pixels_by(g, taps_key(g))
+    walk = PixelWalk(g, ("input",))
+    for n_valid, count in sorted(g.taps_valid().items()):
+        per_group.append(
+            Loop(
+                f"im2col_pixels_{n_valid}taps",
+                count,
+                _im2col_column(g, kernel_ch, n_valid, rhs_cols),
+                # each pixel of the class at its own input window; the column buffer
+                # is reused
+                addr={**walk.rules(classes[n_valid]), "scratch": Rewind(0)},
+            )
+        )
+    per_group.append(
+        Loop(
+            "conv_column_pairs",
+            n_pix // 2,
+            [
+                k["pair_args"],
+                *mat_mult_kernel_s8_s16(out_ch_g, rhs_cols, g.out_c),
+                k["pair_end"],
+            ],
+            # every pair of columns re-reads all filters, biases and requant parameters
+            # and writes the outputs of the next two pixels
+            addr={
+                **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
+                "output": Rewind(2 * g.out_c),
+            },
+            moves=s8s16_odd_channel_moves(out_ch_g, g.out_c),
+        )
+    )
+    if n_pix % 2:
+        per_group += leftover_column(out_ch_g, rhs_cols)
+    body = [Loop("conv_groups", groups, per_group)] if groups > 1 else per_group
+    return [k["entry"], Loop("batches", g.batches, body), k["exit"]]
+
+
 def convolve_s8_items(g: Geom, kernel_ch: int, groups: int) -> list:
     """arm_convolve_s8 (DSP) in the library's order: per pair of output pixels (raster
     order) the im2col of the first, of the second, then the kernel on the two columns;
@@ -308,6 +364,8 @@ def convolve_s8_items(g: Geom, kernel_ch: int, groups: int) -> list:
         odd_rows = oy % 2 if g.out_w % 2 else 0
         key = (taps(p), taps(p + 1), window(p + 1) - window(p), odd_rows)
         pair_groups.setdefault(key, []).append(divmod(p, g.out_w))
+    if len(pair_groups) > MAX_PAIR_GROUPS:
+        return im2col_first_items(g, kernel_ch, groups)
     col = 2 * rhs_cols  # the second s16 column follows the first
     columns: dict[int, list] = {}
 
