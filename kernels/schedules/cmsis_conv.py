@@ -19,18 +19,20 @@ from __future__ import annotations
 
 from functools import cache
 
+import numpy as np
+
 from mcusim.graph import Graph, Op
 from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
 from .common import (
     Geom,
     PixelWalk,
+    axis_taps,
     conv_geom,
     memcpy_items,
     memset_items,
     pixels_by,
     taps_key,
-    valid_taps_1d,
 )
 from .matmul import (
     leftover_column,
@@ -341,29 +343,35 @@ def convolve_s8_items(g: Geom, kernel_ch: int, groups: int) -> list:
     rhs_cols = g.k_h * g.k_w * kernel_ch
     out_ch_g = g.out_c // groups
     n_pix = g.out_pixels
-    ry = [valid_taps_1d(g.in_h, g.k_h, g.s_h, g.d_h, g.pad_t, oy) for oy in range(g.out_h)]
-    cx = [valid_taps_1d(g.in_w, g.k_w, g.s_w, g.d_w, g.pad_l, ox) for ox in range(g.out_w)]
-
-    def taps(p: int) -> int:
-        oy, ox = divmod(p, g.out_w)
-        return ry[oy] * cx[ox]
-
-    def window(p: int) -> int:
-        """Input offset of pixel p's window (clamped into the image, as PixelWalk)."""
-        oy, ox = divmod(p, g.out_w)
-        y = max(oy * g.s_h - g.pad_t, 0)
-        x = max(ox * g.s_w - g.pad_l, 0)
-        return (y * g.in_w + x) * g.in_c
-
+    ry, cx = axis_taps(g)
+    # per pixel (raster order): in-bounds taps and the input offset of its window
+    # (clamped into the image, as PixelWalk places it)
+    taps = np.outer(ry, cx).ravel()
+    wy = np.maximum(np.arange(g.out_h) * g.s_h - g.pad_t, 0) * g.in_w
+    wx = np.maximum(np.arange(g.out_w) * g.s_w - g.pad_l, 0)
+    window = (wy[:, None] + wx[None, :]).ravel() * g.in_c
     # a group's first pixels form a grid, so PixelWalk's rules are exact: same taps, same
     # step to the second pixel's window, and with an odd row width (pairs then start on
     # alternate columns) rows of one parity
+    first = np.arange(0, n_pix - 1, 2)
+    rows = first // g.out_w
+    keys = np.stack(
+        [
+            taps[first],
+            taps[first + 1],
+            window[first + 1] - window[first],
+            rows % 2 if g.out_w % 2 else np.zeros_like(rows),
+        ],
+        axis=1,
+    )
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
     pair_groups: dict[tuple, list[tuple[int, int]]] = {}
-    for p in range(0, n_pix - 1, 2):
-        oy = p // g.out_w
-        odd_rows = oy % 2 if g.out_w % 2 else 0
-        key = (taps(p), taps(p + 1), window(p + 1) - window(p), odd_rows)
-        pair_groups.setdefault(key, []).append(divmod(p, g.out_w))
+    for gi, key in enumerate(uniq.tolist()):
+        sel = first[inverse == gi]
+        pair_groups[tuple(key)] = list(
+            zip((sel // g.out_w).tolist(), (sel % g.out_w).tolist(), strict=True)
+        )
     if len(pair_groups) > MAX_PAIR_GROUPS:
         return im2col_first_items(g, kernel_ch, groups)
     col = 2 * rhs_cols  # the second s16 column follows the first
@@ -381,7 +389,7 @@ def convolve_s8_items(g: Geom, kernel_ch: int, groups: int) -> list:
     ]
     walk = PixelWalk(g, ("input", "output"))
     per_group: list = []
-    for (ta, tb, px_in, _), firsts in sorted(pair_groups.items()):
+    for (ta, tb, px_in, _), firsts in pair_groups.items():  # np.unique: sorted
         # the kernel reads the columns from the buffer's start (one scratch pointer: the
         # second column's reads are modelled at the first's lines)
         back = {k["pair_args"]: {"scratch": -2 * col if ta == tb else -col}}
@@ -428,7 +436,7 @@ def convolve_s8_items(g: Geom, kernel_ch: int, groups: int) -> list:
             Loop(
                 "conv_last_column",
                 1,
-                [*column(taps(last)), *leftover_column(out_ch_g, rhs_cols)],
+                [*column(int(taps[last])), *leftover_column(out_ch_g, rhs_cols)],
                 addr={**walk.rules([divmod(last, g.out_w)]), "scratch": Rewind(0)},
             )
         )

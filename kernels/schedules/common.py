@@ -429,25 +429,30 @@ def pixels_by(g: Geom, key) -> dict:
     return out
 
 
+def axis_taps(g: Geom) -> tuple[list[int], list[int]]:
+    """In-bounds kernel rows per output row and in-bounds kernel columns per output
+    column (worked out once per layer, not per pixel)."""
+    ry = [valid_taps_1d(g.in_h, g.k_h, g.s_h, g.d_h, g.pad_t, oy) for oy in range(g.out_h)]
+    cx = [valid_taps_1d(g.in_w, g.k_w, g.s_w, g.d_w, g.pad_l, ox) for ox in range(g.out_w)]
+    return ry, cx
+
+
 def taps_key(g: Geom):
     """Key of the kernels that group pixels by their number of in-bounds taps."""
+    ry, cx = axis_taps(g)
 
     def key(oy: int, ox: int) -> int:
-        ry = valid_taps_1d(g.in_h, g.k_h, g.s_h, g.d_h, g.pad_t, oy)
-        cx = valid_taps_1d(g.in_w, g.k_w, g.s_w, g.d_w, g.pad_l, ox)
-        return ry * cx
+        return ry[oy] * cx[ox]
 
     return key
 
 
 def rows_cols_key(g: Geom):
     """Key of the kernels that group pixels by (in-bounds rows, in-bounds columns)."""
+    ry, cx = axis_taps(g)
 
     def key(oy: int, ox: int) -> tuple[int, int]:
-        return (
-            valid_taps_1d(g.in_h, g.k_h, g.s_h, g.d_h, g.pad_t, oy),
-            valid_taps_1d(g.in_w, g.k_w, g.s_w, g.d_w, g.pad_l, ox),
-        )
+        return (ry[oy], cx[ox])
 
     return key
 
