@@ -93,7 +93,7 @@ def _same_pad(n, k, s, d=1):
 
 
 def conv_case(seed, h, w, cin, cout, k, stride=(1, 1), pad="same", groups=1, act="none",
-              dil=(1, 1), in_zp=5, bias=True):  # fmt: skip
+              dil=(1, 1), in_zp=5, bias=True, y_scale=0.08):  # fmt: skip
     rng = np.random.default_rng(seed)
     b = OneOp(rng)
     x = b.act("x", (1, h, w, cin), 0.05, in_zp)
@@ -103,7 +103,7 @@ def conv_case(seed, h, w, cin, cout, k, stride=(1, 1), pad="same", groups=1, act
     bt = b.const("b", rng.integers(-3000, 3000, cout).astype(np.int32), INT32) if bias else ""
     oh = conv_output_size(h, k[0], stride[0], dil[0], pad)
     ow = conv_output_size(w, k[1], stride[1], dil[1], pad)
-    y = b.act("y", (1, oh, ow, cout), 0.08, -3)
+    y = b.act("y", (1, oh, ow, cout), y_scale, -3)
     attrs = Conv2DAttrs(stride=stride, dilation=dil, padding=pad, activation=act)
     g, op = b.graph("conv2d", attrs, ["x", wt, bt], y)
     return g, op, [b.x(x)]

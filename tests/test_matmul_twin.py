@@ -1,7 +1,8 @@
 """kernels/c/matmul.c (the 1x1 convolution's int8 matrix product) in firmware: every shape
 class its dispatch specialises (16-, 4- and 1-column loops present or not, lhs rows
-contiguous or strided), odd pixel and channel counts, built by both compilers for the
-Cortex-M4 and M7 (the inline-assembly DSP path) and run in Unicorn == numba, bit for bit."""
+contiguous or strided), odd pixel and channel counts, no bias, multipliers above 1 (the
+left-shift path), built by both compilers for the Cortex-M4 and M7 (the assembly DSP
+path) and run in Unicorn == numba, bit for bit."""
 
 from __future__ import annotations
 
@@ -36,7 +37,31 @@ def test_matmul_twin_shape_classes_bit_exact(cc, core):
     for i, (hh, ww, cin, cout, s) in enumerate(CASES):
         act = "relu6" if i % 3 == 1 else "none"
         g, op, xs = conv_case(i, hh, ww, cin, cout, (1, 1), stride=(s, s), act=act,
-                              pad="valid", in_zp=-128 if i % 2 else 5)  # fmt: skip
+                              pad="valid", in_zp=-128 if i % 2 else 5, bias=i % 4 != 3,
+                              y_scale=0.0002 if i % 5 == 2 else 0.08)  # fmt: skip
+        kdef = kernel_for("conv2d")
+        p = kdef.prepare(g, op)
+        ref = np.asarray(kdef.compute(p, xs)[0])
+        call = marshal(g, op, p, xs)
+        assert "1x1" in call.path
+        run = run_firmware(call, h)
+        assert run.value == 0
+        assert_same(run.output, ref.reshape(run.output.shape))
+        h.reset_heap()
+
+
+def test_matmul_twin_portable_path_bit_exact():
+    """The portable C branch (no DSP: the RV32IMC build) on the same shape classes."""
+    from mcusim.firmware import harness_for
+    from mcusim.firmware.layer import build_twins, marshal, run_firmware
+    from mcusim.kernels import kernel_for
+
+    _firmware_or_skip("zig")
+    h = harness_for(build_twins("rv32imc", "zig").elf, "rv32imc")
+    for i, (hh, ww, cin, cout, s) in enumerate(CASES):
+        g, op, xs = conv_case(i, hh, ww, cin, cout, (1, 1), stride=(s, s), pad="valid",
+                              in_zp=-128 if i % 2 else 5, bias=i % 4 != 3,
+                              y_scale=0.0002 if i % 5 == 2 else 0.08)  # fmt: skip
         kdef = kernel_for("conv2d")
         p = kdef.prepare(g, op)
         ref = np.asarray(kdef.compute(p, xs)[0])

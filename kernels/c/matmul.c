@@ -10,15 +10,15 @@
  * mat_mult_nt_t_s8: per pair of output channels the two filter sums (1 column per step),
  * then per pair of lhs rows 16 / 4 / 1 reduction columns per step for 2 rows x 2 filters,
  * the first row of each through a post-incremented pointer, the second at a register
- * offset; an odd last lhs row runs 1 row x 2 filters. With the DSP the column loops and
- * the per-output requantization are GNU inline assembly in the schedule's instruction
- * order (the loop index and its limit in memory, as GCC leaves them there for lack of
- * registers), so GCC and clang emit the same hot code; the #else branches compute the
- * same values in portable C (host tests). */
+ * offset; an odd last lhs row runs 1 row x 2 filters. With the DSP the loop over the lhs
+ * rows of a channel pair is one function of our own in assembly (mn_nt_rows_*), in the
+ * schedule's block order (NT_ROW_SETUP, the column loops with their index and limit on
+ * the stack, the four outputs, NT_ROW_END), so both compilers run the same code and add
+ * no moves or spills around it; the portable branch computes the same values in C. */
 
-/* What the assembly steps read from memory (byte offsets in the comments): output
- * parameters and rows, and per channel pair the filter rows, the two filter sums and the
- * column loops' limits (GCC keeps them on the stack; here the steps reload them). */
+/* One call's parameters, copied to the assembly's stack frame (byte offsets = frame
+ * offsets); the running fields (shift, mult, d0, d1, rhs, sum0/1, pairs, idx, bias, chp,
+ * dst_c) are the assembly's loop state. */
 typedef struct {
     const int32_t *shift; /* #0: shift + c */
     const int32_t *mult;  /* #4: mult + c */
@@ -30,412 +30,406 @@ typedef struct {
     const int8_t *rhs;    /* #28: filter row c */
     int32_t sum0, sum1;   /* #32, #36: bias + lhs_offset * sum(filter row) */
     int32_t lim16;        /* #40: rhs_cols - 16 */
-    int32_t k4;           /* #44: first column of the 4-column loop */
-    int32_t lim4;         /* #48: rhs_cols - 4 */
-    int32_t row2;         /* #52: 2 * rhs_rows, the output rows' step per row pair */
+    int32_t lim4;         /* #44: rhs_cols - 4 */
+    int32_t row2;         /* #48: 2 * rhs_rows, the output rows' step per row pair */
+    const int8_t *lhs;    /* #52: first lhs row */
+    int32_t pairs;        /* #56: row pairs left */
+    int32_t lstep;        /* #60: 2 * lhs_stride - rhs_cols: next row pair after a row */
+    int32_t idx;          /* #64: the column loops' index */
+    int32_t r_off, l_off; /* #68, #72: second rows after a 4-byte post-increment */
+    int32_t cols;         /* #76: rhs_cols */
+    int32_t cols1;        /* #80: rhs_cols & 3 */
+    int32_t odd;          /* #84: lhs_rows & 1 */
+    const int32_t *bias;  /* #88: bias + c, or 0 */
+    int32_t lhs_offset;   /* #92 */
+    int32_t chp;          /* #96: channel pairs left */
+    int8_t *dst_c;        /* #100: dst + c */
+    int32_t rhs_rows;     /* #104 */
+    int32_t lhs_rows;     /* #108 */
+    int32_t wsum_off;     /* #112: rhs_cols - 1, the second filter row after a 1-byte step */
+    int32_t pad[3];       /* #116: 32 words, copied as four blocks of 8 */
 } mn_nt_ctx;
 
 #if MN_DSP
-/* One 4-column step, 2 lhs rows x 2 filters (16 MACs): pr / pl the first rows
- * (post-incremented), ro / LO the offsets of the second rows, X the even lanes of an lhs
- * word (the schedule's r7). */
-#define MN_NT_CHUNK2x2(X, LO)                                                                \
-    "ldr    %[t0], [%[pr]], #4\n\t"             /* filter c, 4 weights */                   \
-    "sxtb16 %[t1], %[t0]\n\t"                                                                \
-    "ldr    %[t2], [%[pl]], #4\n\t"             /* lhs row 0 */                              \
-    "sxtb16 " X ", %[t2]\n\t"                                                                \
-    "ldr    %[t3], [%[pr], %[ro]]\n\t"          /* filter c + 1 */                           \
-    "sxtb16 %[t0], %[t0], ror #8\n\t"                                                        \
-    "sxtb16 %[t2], %[t2], ror #8\n\t"                                                        \
-    "smlad  %[a00], " X ", %[t1], %[a00]\n\t"                                                \
-    "sxtb16 %[t4], %[t3]\n\t"                                                                \
-    "smlad  %[a00], %[t2], %[t0], %[a00]\n\t"                                                \
-    "sxtb16 %[t3], %[t3], ror #8\n\t"                                                        \
-    "smlad  %[a01], " X ", %[t4], %[a01]\n\t"                                                \
-    "smlad  %[a01], %[t2], %[t3], %[a01]\n\t"                                                \
-    "ldr    %[t2], [%[pl], " LO "]\n\t"         /* lhs row 1 */                              \
-    "sxtb16 " X ", %[t2]\n\t"                                                                \
-    "sxtb16 %[t2], %[t2], ror #8\n\t"                                                        \
-    "smlad  %[a10], " X ", %[t1], %[a10]\n\t"                                                \
-    "smlad  %[a11], " X ", %[t4], %[a11]\n\t"                                                \
-    "smlad  %[a10], %[t2], %[t0], %[a10]\n\t"                                                \
-    "smlad  %[a11], %[t2], %[t3], %[a11]\n\t"
-#define MN_NT_X4(chunk) chunk chunk chunk chunk
+/* One 4-column step, 2 lhs rows x 2 filters (16 MACs): matmul.py NT_CHUNK. r0 / r1 the
+ * first lhs row / first filter row (post-incremented), r3 / r2 the offsets of the second
+ * ones, r8-r11 the accumulators (row 0 ch 0, row 0 ch 1, row 1 ch 0, row 1 ch 1). */
+#define MN_NR_CHUNK2                                                                         \
+    "ldr    r4, [r1], #4\n\t"                                                                \
+    "sxtb16 r5, r4\n\t"                                                                      \
+    "ldr    r6, [r0], #4\n\t"                                                                \
+    "sxtb16 r7, r6\n\t"                                                                      \
+    "ldr    ip, [r1, r2]\n\t"                                                                \
+    "sxtb16 r4, r4, ror #8\n\t"                                                              \
+    "sxtb16 r6, r6, ror #8\n\t"                                                              \
+    "smlad  r8, r7, r5, r8\n\t"                                                              \
+    "sxtb16 lr, ip\n\t"                                                                      \
+    "smlad  r8, r6, r4, r8\n\t"                                                              \
+    "sxtb16 ip, ip, ror #8\n\t"                                                              \
+    "smlad  r9, r7, lr, r9\n\t"                                                              \
+    "smlad  r9, r6, ip, r9\n\t"                                                              \
+    "ldr    r6, [r0, r3]\n\t"                                                                \
+    "sxtb16 r7, r6\n\t"                                                                      \
+    "sxtb16 r6, r6, ror #8\n\t"                                                              \
+    "smlad  r10, r7, r5, r10\n\t"                                                            \
+    "smlad  r11, r7, lr, r11\n\t"                                                            \
+    "smlad  r10, r6, r4, r10\n\t"                                                            \
+    "smlad  r11, r6, ip, r11\n\t"
+/* the odd last lhs row: 1 row x 2 filters per 4 columns (NT_ODDROW_CHUNK) */
+#define MN_NR_CHUNK1                                                                         \
+    "ldr    r4, [r1], #4\n\t"                                                                \
+    "ldr    r5, [r1, r2]\n\t"                                                                \
+    "ldr    r6, [r0], #4\n\t"                                                                \
+    "sxtb16 r7, r4\n\t"                                                                      \
+    "sxtb16 ip, r6\n\t"                                                                      \
+    "sxtb16 lr, r5\n\t"                                                                      \
+    "sxtb16 r4, r4, ror #8\n\t"                                                              \
+    "sxtb16 r6, r6, ror #8\n\t"                                                              \
+    "sxtb16 r5, r5, ror #8\n\t"                                                              \
+    "smlad  r8, ip, r7, r8\n\t"                                                              \
+    "smlad  r8, r6, r4, r8\n\t"                                                              \
+    "smlad  r9, ip, lr, r9\n\t"                                                              \
+    "smlad  r9, r6, r5, r9\n\t"
+/* NT_ROW_SETUP: the filter row, the accumulators from the filter sums, column index 0;
+ * no 16-column step: on to label 3 */
+#define MN_NR_SETUP                                                                          \
+    "ldr    r1, [sp, #28]\n\t"                                                               \
+    "ldrd   r8, r9, [sp, #32]\n\t"                                                           \
+    "mov    r10, r8\n\t"                                                                     \
+    "mov    r11, r9\n\t"                                                                     \
+    "movs   r5, #0\n\t"                                                                      \
+    "str    r5, [sp, #64]\n\t"                                                               \
+    "ldr    r4, [sp, #40]\n\t"                                                               \
+    "cmp    r4, #0\n\t"                                                                      \
+    "blt    3f\n"
+/* NT_LOOP_END: the index and its limit (frame offset LIM) re-read from the stack */
+#define MN_NR_BACK(step, LIM, label)                                                         \
+    "ldr    r5, [sp, #64]\n\t"                                                               \
+    "adds   r5, #" #step "\n\t"                                                              \
+    "str    r5, [sp, #64]\n\t"                                                               \
+    "ldr    r4, [sp, #" #LIM "]\n\t"                                                         \
+    "cmp    r5, r4\n\t"                                                                      \
+    "ble    " #label "b\n"
+/* One output (gcc_requant_text): shift r1 and multiplier r4 of channel ch loaded through
+ * the frame's pointers (OUT) or still live (LIVE: the same channel, the other lhs row);
+ * acc << max(shift, 0), the doubled high product rounded, the rounding divide for shift
+ * <= 0, + output offset (r5), clamp (limits reloaded), store at output row `row` + ch.
+ * Scratch: r6 (value), r7, ip, lr. */
+#define MN_NR_RQ(ACC)                                                                        \
+    "bic    ip, r1, r1, asr #31\n\t"                                                         \
+    "lsl    ip, " ACC ", ip\n\t"                                                             \
+    "movs   r7, #0\n\t"                                                                      \
+    "mov    r6, #0x40000000\n\t"                                                             \
+    "smlal  r6, r7, ip, r4\n\t"                                                              \
+    "lsrs   r6, r6, #31\n\t"                                                                 \
+    "cmp    r1, #0\n\t"                                                                      \
+    "orr    r6, r6, r7, lsl #1\n\t"                                                          \
+    "bgt    2f\n\t"                                                                          \
+    "rsbs   r7, r1, #0\n\t"                                                                  \
+    "movs   lr, #1\n\t"                                                                      \
+    "lsls   lr, r7\n\t"                                                                      \
+    "subs   lr, #1\n\t"                                                                      \
+    "and    ip, r6, lr\n\t"                                                                  \
+    "asrs   r6, r7\n\t"                                                                      \
+    "asr    lr, lr, #1\n\t"                                                                  \
+    "it     mi\n\t"                                                                          \
+    "addmi  lr, #1\n\t"                                                                      \
+    "cmp    ip, lr\n\t"                                                                      \
+    "it     gt\n\t"                                                                          \
+    "addgt  r6, #1\n"                                                                        \
+    "2:\n\t"
+#define MN_NR_CLAMP_STORE(row, ch)                                                           \
+    "add    r6, r5\n\t"                                                                      \
+    "ldr    lr, [sp, #12]\n\t"                                                               \
+    "cmp    r6, lr\n\t"                                                                      \
+    "it     lt\n\t"                                                                          \
+    "movlt  r6, lr\n\t"                                                                      \
+    "ldr    lr, [sp, #16]\n\t"                                                               \
+    "cmp    r6, lr\n\t"                                                                      \
+    "it     ge\n\t"                                                                          \
+    "movge  r6, lr\n\t"                                                                      \
+    "ldr    r7, [sp, #" #row "]\n\t"                                                         \
+    "strb   r6, [r7, #" #ch "]\n\t"
+#define MN_NR_OUT(ACC, row, ch)                                                              \
+    "ldr    r1, [sp, #0]\n\t"                                                                \
+    "ldr    r1, [r1, #" #ch "*4]\n\t"                                                        \
+    "ldr    r4, [sp, #4]\n\t"                                                                \
+    "ldr    r4, [r4, #" #ch "*4]\n\t" MN_NR_RQ(ACC) "ldr    r5, [sp, #8]\n\t"               \
+        MN_NR_CLAMP_STORE(row, ch)
+#define MN_NR_LIVE(ACC, row, ch) MN_NR_RQ(ACC) MN_NR_CLAMP_STORE(row, ch)
 
-/* the odd lhs row: 1 row x 2 filters per 4 columns */
-#define MN_NT_CHUNK1x2                                                                       \
-    "ldr    %[t0], [%[pr]], #4\n\t"                                                          \
-    "ldr    %[t1], [%[pr], %[ro]]\n\t"                                                       \
-    "ldr    %[t2], [%[pl]], #4\n\t"                                                          \
-    "sxtb16 %[t5], %[t0]\n\t"                                                                \
-    "sxtb16 %[t3], %[t2]\n\t"                                                                \
-    "sxtb16 %[t4], %[t1]\n\t"                                                                \
-    "sxtb16 %[t0], %[t0], ror #8\n\t"                                                        \
-    "sxtb16 %[t2], %[t2], ror #8\n\t"                                                        \
-    "sxtb16 %[t1], %[t1], ror #8\n\t"                                                        \
-    "smlad  %[a00], %[t3], %[t5], %[a00]\n\t"                                                \
-    "smlad  %[a00], %[t2], %[t0], %[a00]\n\t"                                                \
-    "smlad  %[a01], %[t3], %[t4], %[a01]\n\t"                                                \
-    "smlad  %[a01], %[t2], %[t1], %[a01]\n\t"
+/* The channel pairs of one call (r0: an mn_nt_ctx): per pair the filter sums, then the
+ * lhs rows; V16 / V4 / V1 whether the 16-, 4- and 1-column loops run (assembler .if on the
+ * digits). Registers across a row pair: r0 the lhs row (post-incremented by the column
+ * loops; NT_ROW_END adds lstep), r2 / r3 the second filter / lhs row's offsets (r_off /
+ * l_off; the 1-column loops read at + 4). */
+#define MN_NT_ROWS_FN(NAME, V16, V4, V1)                                                     \
+    __attribute__((naked, noinline, used)) static void NAME(const mn_nt_ctx *c)             \
+    {                                                                                        \
+        __asm__ volatile(                                                                    \
+            "push   {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"                              \
+            "sub    sp, sp, #128\n\t"                                                        \
+            "mov    ip, sp\n\t"                                                              \
+            "ldm    r0!, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t"                               \
+            "stm    ip!, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t"                               \
+            "ldm    r0!, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t"                               \
+            "stm    ip!, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t"                               \
+            "ldm    r0!, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t"                               \
+            "stm    ip!, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t"                               \
+            "ldm    r0, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t"                                \
+            "stm    ip, {r1, r2, r3, r4, r5, r6, r7, r8}\n\t"                                \
+            "ldr    r4, [sp, #96]\n\t"                                                       \
+            "cmp    r4, #0\n\t"                                                              \
+            "beq    12f\n"                                                                   \
+            /* NT_PAIR_SETUP, the filter sums (NT_WSUM), NT_PAIR_OFFS */                     \
+            "10:\n\t"                                                                        \
+            "ldr    r0, [sp, #52]\n\t"                                                       \
+            "ldr    r1, [sp, #28]\n\t"                                                       \
+            "ldr    r2, [sp, #112]\n\t"                                                      \
+            "movs   r8, #0\n\t"                                                              \
+            "movs   r9, #0\n\t"                                                              \
+            "ldr    ip, [sp, #76]\n"                                                         \
+            "11:\n\t"                                                                        \
+            "ldrsb  r4, [r1], #1\n\t"                                                        \
+            "ldrsb  r5, [r1, r2]\n\t"                                                        \
+            "add    r8, r4\n\t"                                                              \
+            "add    r9, r5\n\t"                                                              \
+            "subs   ip, #1\n\t"                                                              \
+            "bne    11b\n\t"                                                                 \
+            "ldr    r3, [sp, #92]\n\t"                                                       \
+            "mul    r8, r8, r3\n\t"                                                          \
+            "mul    r9, r9, r3\n\t"                                                          \
+            "ldr    r5, [sp, #88]\n\t"                                                       \
+            "cbz    r5, 13f\n\t"                                                             \
+            "ldr    r4, [r5], #4\n\t"                                                        \
+            "add    r8, r4\n\t"                                                              \
+            "ldr    r4, [r5], #4\n\t"                                                        \
+            "add    r9, r4\n\t"                                                              \
+            "str    r5, [sp, #88]\n"                                                         \
+            "13:\n\t"                                                                        \
+            "strd   r8, r9, [sp, #32]\n\t"                                                   \
+            "ldr    r4, [sp, #100]\n\t"                                                      \
+            "str    r4, [sp, #20]\n\t"                                                       \
+            "ldr    r5, [sp, #104]\n\t"                                                      \
+            "add    r4, r5\n\t"                                                              \
+            "str    r4, [sp, #24]\n\t"                                                       \
+            "ldrd   r2, r3, [sp, #68]\n\t"                                                   \
+            "ldr    ip, [sp, #108]\n\t"                                                      \
+            "lsrs   ip, ip, #1\n\t"                                                          \
+            "str    ip, [sp, #56]\n\t"                                                       \
+            "beq    7f\n"                                                                    \
+            "1:\n\t" MN_NR_SETUP                                                             \
+            ".if " #V16 "\n"                                                                 \
+            "8:\n\t" MN_NR_CHUNK2 MN_NR_CHUNK2 MN_NR_CHUNK2 MN_NR_CHUNK2                     \
+                MN_NR_BACK(16, 40, 8)                                                        \
+            ".endif\n"                                                                       \
+            "3:\n\t"                                                                         \
+            ".if " #V4 "\n"                                                                  \
+            "4:\n\t" MN_NR_CHUNK2 MN_NR_BACK(4, 44, 4)                                       \
+            ".endif\n\t"                                                                     \
+            ".if " #V1 "\n\t"                                                                \
+            "adds   r2, #4\n\t"                                                              \
+            "adds   r3, #4\n\t"                                                              \
+            "ldr    lr, [sp, #76]\n"                                                         \
+            "5:\n\t"                                                                         \
+            "ldrsb  r4, [r1]\n\t"                                                            \
+            "ldrsb  r5, [r1, r2]\n\t"                                                        \
+            "ldrsb  r6, [r0]\n\t"                                                            \
+            "ldrsb  r7, [r0, r3]\n\t"                                                        \
+            "mla    r8, r6, r4, r8\n\t"                                                      \
+            "mla    r9, r6, r5, r9\n\t"                                                      \
+            "mla    r10, r7, r4, r10\n\t"                                                    \
+            "mla    r11, r7, r5, r11\n\t"                                                    \
+            "adds   r1, #1\n\t"                                                              \
+            "adds   r0, #1\n\t"                                                              \
+            "ldr    r5, [sp, #64]\n\t"                                                       \
+            "adds   r5, #1\n\t"                                                              \
+            "str    r5, [sp, #64]\n\t"                                                       \
+            "cmp    r5, lr\n\t"                                                              \
+            "blt    5b\n\t"                                                                  \
+            "subs   r2, #4\n\t"                                                              \
+            "subs   r3, #4\n\t"                                                              \
+            ".endif\n\t" MN_NR_OUT("r8", 20, 0) MN_NR_LIVE("r10", 24, 0)                    \
+                MN_NR_OUT("r9", 20, 1) MN_NR_LIVE("r11", 24, 1)                              \
+            /* NT_ROW_END: both output rows 2 rows on, the next lhs row pair */              \
+            "ldr    ip, [sp, #48]\n\t"                                                       \
+            "ldr    r4, [sp, #20]\n\t"                                                       \
+            "add    r4, ip\n\t"                                                              \
+            "str    r4, [sp, #20]\n\t"                                                       \
+            "ldr    r4, [sp, #24]\n\t"                                                       \
+            "add    r4, ip\n\t"                                                              \
+            "str    r4, [sp, #24]\n\t"                                                       \
+            "ldr    r4, [sp, #56]\n\t"                                                       \
+            "ldr    r1, [sp, #60]\n\t"                                                       \
+            "subs   r4, #1\n\t"                                                              \
+            "add    r0, r1\n\t"                                                              \
+            "str    r4, [sp, #56]\n\t"                                                       \
+            "bne    1b\n"                                                                    \
+            /* the odd last lhs row: 1 row x 2 filters, its two outputs */                   \
+            "7:\n\t"                                                                         \
+            "ldr    r4, [sp, #84]\n\t"                                                       \
+            "cmp    r4, #0\n\t"                                                              \
+            "beq    9f\n\t" MN_NR_SETUP                                                      \
+            ".if " #V16 "\n"                                                                 \
+            "8:\n\t" MN_NR_CHUNK1 MN_NR_CHUNK1 MN_NR_CHUNK1 MN_NR_CHUNK1                     \
+                MN_NR_BACK(16, 40, 8)                                                        \
+            ".endif\n"                                                                       \
+            "3:\n\t"                                                                         \
+            ".if " #V4 "\n"                                                                  \
+            "4:\n\t" MN_NR_CHUNK1 MN_NR_BACK(4, 44, 4)                                       \
+            ".endif\n\t"                                                                     \
+            ".if " #V1 "\n\t"                                                                \
+            "adds   r2, #4\n\t"                                                              \
+            "ldr    ip, [sp, #80]\n"                                                         \
+            "6:\n\t"                                                                         \
+            "ldrsb  r4, [r1]\n\t"                                                            \
+            "ldrsb  r5, [r1, r2]\n\t"                                                        \
+            "ldrsb  r6, [r0], #1\n\t"                                                        \
+            "adds   r1, #1\n\t"                                                              \
+            "mla    r8, r6, r4, r8\n\t"                                                      \
+            "mla    r9, r6, r5, r9\n\t"                                                      \
+            "subs   ip, #1\n\t"                                                              \
+            "bne    6b\n\t"                                                                  \
+            ".endif\n\t" MN_NR_OUT("r8", 20, 0) MN_NR_OUT("r9", 20, 1)                      \
+            /* NT_PAIR_END: the next two filter rows, parameters and outputs */              \
+            "9:\n\t"                                                                         \
+            "ldr    r4, [sp, #76]\n\t"                                                       \
+            "ldr    r1, [sp, #28]\n\t"                                                       \
+            "add    r1, r1, r4, lsl #1\n\t"                                                  \
+            "str    r1, [sp, #28]\n\t"                                                       \
+            "ldrd   r4, r5, [sp, #0]\n\t"                                                    \
+            "adds   r4, #8\n\t"                                                              \
+            "adds   r5, #8\n\t"                                                              \
+            "strd   r4, r5, [sp, #0]\n\t"                                                    \
+            "ldr    r4, [sp, #100]\n\t"                                                      \
+            "adds   r4, #2\n\t"                                                              \
+            "str    r4, [sp, #100]\n\t"                                                      \
+            "ldr    r4, [sp, #96]\n\t"                                                       \
+            "subs   r4, #1\n\t"                                                              \
+            "str    r4, [sp, #96]\n\t"                                                       \
+            "bne    10b\n"                                                                   \
+            "12:\n\t"                                                                        \
+            "add    sp, sp, #128\n\t"                                                        \
+            "pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n");                              \
+    }
+MN_NT_ROWS_FN(mn_nt_rows_16, 1, 0, 0)
+MN_NT_ROWS_FN(mn_nt_rows_16_4, 1, 1, 0)
+MN_NT_ROWS_FN(mn_nt_rows_16_1, 1, 0, 1)
+MN_NT_ROWS_FN(mn_nt_rows_16_4_1, 1, 1, 1)
+MN_NT_ROWS_FN(mn_nt_rows_4, 0, 1, 0)
+MN_NT_ROWS_FN(mn_nt_rows_4_1, 0, 1, 1)
+MN_NT_ROWS_FN(mn_nt_rows_1, 0, 0, 1)
 
-/* Row setup (the first column loop of a row / row pair), t2 = &ctx: the filter row, the
- * accumulators from the filter sums, column index 0 and the loop's limit (ctx offset lim);
- * the next loop only reloads index and limit. Loop frame: the index at [sp], its limit at
- * [sp, #4]; the back edge re-reads both, as GCC's spilled loop counter does. */
-#define MN_NT_SETUP2x2(lim)                                                                  \
-    "ldr    %[pr], [%[t2], #28]\n\t"                                                         \
-    "ldrd   %[a00], %[a01], [%[t2], #32]\n\t"                                                \
-    "mov    %[a10], %[a00]\n\t"                                                              \
-    "mov    %[a11], %[a01]\n\t"                                                              \
-    "movs   %[t1], #0\n\t"                                                                   \
-    "ldr    %[t0], [%[t2], #" #lim "]\n\t"
-#define MN_NT_SETUP1x2(lim)                                                                  \
-    "ldr    %[pr], [%[t2], #28]\n\t"                                                         \
-    "ldrd   %[a00], %[a01], [%[t2], #32]\n\t"                                                \
-    "movs   %[t1], #0\n\t"                                                                   \
-    "ldr    %[t0], [%[t2], #" #lim "]\n\t"
-#define MN_NT_NEXT "ldr    %[t1], [%[t2], #44]\n\tldr    %[t0], [%[t2], #48]\n\t"
-#define MN_NT_ENTER "strd   %[t1], %[t0], [sp, #-8]!\n"
-#define MN_NT_BACK(step)                                                                     \
-    "ldr    %[t1], [sp]\n\t"                                                                 \
-    "adds   %[t1], #" #step "\n\t"                                                           \
-    "str    %[t1], [sp]\n\t"                                                                 \
-    "ldr    %[t0], [sp, #4]\n\t"                                                             \
-    "cmp    %[t1], %[t0]\n\t"                                                                \
-    "ble    1b\n\t"
-#define MN_NT_LEAVE "add    sp, #8\n"
-
-/* A: "=&r" when the loop sets the accumulators up, "+&r" when it continues them */
-#define MN_NT_OPS2x2(A)                                                                      \
-    [pl] "+&r"(pl), [pr] A(pr), [a00] A(a00), [a01] A(a01), [a10] A(a10), [a11] A(a11),     \
-        [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "+&r"(t2), [t3] "=&r"(t3), [t4] "=&r"(t4)
-/* lhs rows lhs_stride == rhs_cols apart (one offset register): 13 registers */
-#define MN_NT_LOOP2x2(A, head, step, body)                                                   \
-    __asm__ volatile(head MN_NT_ENTER "1:\n\t" body MN_NT_BACK(step) MN_NT_LEAVE            \
-                     : MN_NT_OPS2x2(A), [t5] "=&r"(t5)                                      \
-                     : [ro] "r"(r_off)                                                      \
-                     : "cc")
-/* strided lhs rows (two offsets): 14 registers, r7 the fixed scratch; clang reserves r7
- * (frame pointer), so there the asm saves and restores it; GCC takes r7 as a clobber and
- * keeps it live across the loop without a push per row pair */
-#ifdef __clang__
-#define MN_NT_R7
-#define MN_NT_PUSH_R7 "push   {r7}\n\t"
-#define MN_NT_POP_R7 "\tpop    {r7}\n"
+MN_INLINE void mn_nt_rows(const mn_nt_ctx *c, const int32_t v16, const int32_t v4,
+                          const int32_t v1)
+{
+    if (v16 && v4 && v1)
+        mn_nt_rows_16_4_1(c);
+    else if (v16 && v4)
+        mn_nt_rows_16_4(c);
+    else if (v16 && v1)
+        mn_nt_rows_16_1(c);
+    else if (v16)
+        mn_nt_rows_16(c);
+    else if (v4 && v1)
+        mn_nt_rows_4_1(c);
+    else if (v4)
+        mn_nt_rows_4(c);
+    else
+        mn_nt_rows_1(c);
+}
 #else
-#define MN_NT_R7 "r7",
-#define MN_NT_PUSH_R7
-#define MN_NT_POP_R7
-#endif
-#define MN_NT_LOOP2x2_STRIDED(A, head, step, body)                                           \
-    __asm__ volatile(MN_NT_PUSH_R7 head MN_NT_ENTER "1:\n\t" body MN_NT_BACK(step)          \
-                     MN_NT_LEAVE MN_NT_POP_R7                                               \
-                     : MN_NT_OPS2x2(A)                                                      \
-                     : [ro] "r"(r_off), [lo] "r"(l_off)                                     \
-                     : MN_NT_R7 "cc")
-#define MN_NT_LOOP1x2(A, head, step, body)                                                   \
-    __asm__ volatile(head MN_NT_ENTER "1:\n\t" body MN_NT_BACK(step) MN_NT_LEAVE            \
-                     : [pl] "+&r"(pl), [pr] A(pr), [a00] A(a00), [a01] A(a01),              \
-                       [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "+&r"(t2), [t3] "=&r"(t3),      \
-                       [t4] "=&r"(t4), [t5] "=&r"(t5)                                       \
-                     : [ro] "r"(r_off)                                                      \
-                     : "cc")
-#define MN_NT_SET "=&r"
-#define MN_NT_CONT "+&r"
-#define MN_NT_C2x2 MN_NT_CHUNK2x2("%[t5]", "%[ro]")
-#define MN_NT_C2x2_STRIDED MN_NT_CHUNK2x2("r7", "%[lo]")
+/* portable: the same sums and outputs in C */
+MN_INLINE void mn_nt_rows(const mn_nt_ctx *c, const int32_t v16, const int32_t v4,
+                          const int32_t v1)
+{
+    (void)v16, (void)v4, (void)v1;
+    const int32_t ls = c->l_off + 4, rs = c->cols;
+    for (int32_t ch = 0; ch < 2 * c->chp; ch += 2) {
+        const int8_t *w = c->rhs + ch * rs;
+        int32_t s0 = 0, s1 = 0;
+        for (int32_t k = 0; k < rs; k++) {
+            s0 += w[k];
+            s1 += w[rs + k];
+        }
+        s0 = s0 * c->lhs_offset + (c->bias ? c->bias[ch] : 0);
+        s1 = s1 * c->lhs_offset + (c->bias ? c->bias[ch + 1] : 0);
+        const int32_t m0 = c->mult[ch], m1 = c->mult[ch + 1];
+        const int32_t h0 = c->shift[ch], h1 = c->shift[ch + 1];
+        const int8_t *l = c->lhs;
+        int8_t *d0 = c->dst_c + ch, *d1 = d0 + c->rhs_rows;
+        for (int32_t p = 0; p < c->lhs_rows >> 1; p++) {
+            int32_t a00 = s0, a01 = s1, a10 = s0, a11 = s1;
+            for (int32_t k = 0; k < rs; k++) {
+                const int32_t x0 = l[k], x1 = l[ls + k];
+                a00 += x0 * w[k];
+                a01 += x0 * w[rs + k];
+                a10 += x1 * w[k];
+                a11 += x1 * w[rs + k];
+            }
+            d0[0] = mn_requant_clamp(a00, m0, h0, c->out_offset, c->act_min, c->act_max);
+            d0[1] = mn_requant_clamp(a01, m1, h1, c->out_offset, c->act_min, c->act_max);
+            d1[0] = mn_requant_clamp(a10, m0, h0, c->out_offset, c->act_min, c->act_max);
+            d1[1] = mn_requant_clamp(a11, m1, h1, c->out_offset, c->act_min, c->act_max);
+            d0 += c->row2;
+            d1 += c->row2;
+            l += rs + c->lstep;
+        }
+        if (c->odd) {
+            int32_t a00 = s0, a01 = s1;
+            for (int32_t k = 0; k < rs; k++) {
+                a00 += l[k] * w[k];
+                a01 += l[k] * w[rs + k];
+            }
+            d0[0] = mn_requant_clamp(a00, m0, h0, c->out_offset, c->act_min, c->act_max);
+            d0[1] = mn_requant_clamp(a01, m1, h1, c->out_offset, c->act_min, c->act_max);
+        }
+    }
+}
 #endif /* MN_DSP */
 
-/* The reduction of one pair of lhs rows (v16 / v4: whether the 16- and 4-column loops
- * run, at least one of them; same: l_off == r_off): accumulators set up from ctx's filter
- * sums, pl and the returned filter pointer advanced past the columns done. */
-MN_INLINE const int8_t *mn_nt_cols2x2(const int8_t **ppl, const mn_nt_ctx *ctx, int32_t *acc,
-                                      int32_t r_off, int32_t l_off, const int32_t v16,
-                                      const int32_t v4, const int32_t same)
-{
-    const int8_t *pl = *ppl, *pr;
-    int32_t a00, a01, a10, a11;
-#if MN_DSP
-    int32_t t0, t1, t2 = (int32_t)(intptr_t)ctx, t3, t4, t5;
-    if (same) {
-        if (v16)
-            MN_NT_LOOP2x2(MN_NT_SET, MN_NT_SETUP2x2(40), 16, MN_NT_X4(MN_NT_C2x2));
-        if (v4 && v16) {
-            t2 = (int32_t)(intptr_t)ctx;
-            MN_NT_LOOP2x2(MN_NT_CONT, MN_NT_NEXT, 4, MN_NT_C2x2);
-        } else if (v4) {
-            MN_NT_LOOP2x2(MN_NT_SET, MN_NT_SETUP2x2(48), 4, MN_NT_C2x2);
-        }
-    } else {
-        if (v16)
-            MN_NT_LOOP2x2_STRIDED(MN_NT_SET, MN_NT_SETUP2x2(40), 16,
-                                  MN_NT_X4(MN_NT_C2x2_STRIDED));
-        if (v4 && v16) {
-            t2 = (int32_t)(intptr_t)ctx;
-            MN_NT_LOOP2x2_STRIDED(MN_NT_CONT, MN_NT_NEXT, 4, MN_NT_C2x2_STRIDED);
-        } else if (v4) {
-            MN_NT_LOOP2x2_STRIDED(MN_NT_SET, MN_NT_SETUP2x2(48), 4, MN_NT_C2x2_STRIDED);
-        }
-    }
-    (void)t5;
-#else
-    (void)same, (void)v16;
-    pr = ctx->rhs;
-    a00 = a10 = ctx->sum0;
-    a01 = a11 = ctx->sum1;
-    const int32_t end = v4 ? ctx->lim4 + 4 : ctx->k4; /* columns of the 16/4 loops */
-    for (int32_t k = 0; k + 4 <= end; k += 4) {
-        const int32_t w0 = mn_read_s8x4_ia(&pr), x = mn_read_s8x4_ia(&pl);
-        const int32_t w1 = mn_read_s8x4(pr + r_off), y = mn_read_s8x4(pl + l_off);
-        const int32_t w0e = mn_sxtb16(w0), w0o = mn_sxtb16_ror8(w0);
-        const int32_t w1e = mn_sxtb16(w1), w1o = mn_sxtb16_ror8(w1);
-        a00 = mn_smlad(mn_sxtb16_ror8(x), w0o, mn_smlad(mn_sxtb16(x), w0e, a00));
-        a01 = mn_smlad(mn_sxtb16_ror8(x), w1o, mn_smlad(mn_sxtb16(x), w1e, a01));
-        a10 = mn_smlad(mn_sxtb16_ror8(y), w0o, mn_smlad(mn_sxtb16(y), w0e, a10));
-        a11 = mn_smlad(mn_sxtb16_ror8(y), w1o, mn_smlad(mn_sxtb16(y), w1e, a11));
-    }
-#endif
-    acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11;
-    *ppl = pl;
-    return pr;
-}
-
-/* the odd last lhs row: 1 row x 2 filters */
-MN_INLINE const int8_t *mn_nt_cols1x2(const int8_t **ppl, const mn_nt_ctx *ctx, int32_t *acc,
-                                      int32_t r_off, const int32_t v16, const int32_t v4)
-{
-    const int8_t *pl = *ppl, *pr;
-    int32_t a00, a01;
-#if MN_DSP
-    int32_t t0, t1, t2 = (int32_t)(intptr_t)ctx, t3, t4, t5;
-    if (v16)
-        MN_NT_LOOP1x2(MN_NT_SET, MN_NT_SETUP1x2(40), 16, MN_NT_X4(MN_NT_CHUNK1x2));
-    if (v4 && v16) {
-        t2 = (int32_t)(intptr_t)ctx;
-        MN_NT_LOOP1x2(MN_NT_CONT, MN_NT_NEXT, 4, MN_NT_CHUNK1x2);
-    } else if (v4) {
-        MN_NT_LOOP1x2(MN_NT_SET, MN_NT_SETUP1x2(48), 4, MN_NT_CHUNK1x2);
-    }
-#else
-    (void)v16;
-    pr = ctx->rhs;
-    a00 = ctx->sum0;
-    a01 = ctx->sum1;
-    const int32_t end = v4 ? ctx->lim4 + 4 : ctx->k4; /* columns of the 16/4 loops */
-    for (int32_t k = 0; k + 4 <= end; k += 4) {
-        const int32_t w0 = mn_read_s8x4_ia(&pr), x = mn_read_s8x4_ia(&pl);
-        const int32_t w1 = mn_read_s8x4(pr + r_off);
-        a00 = mn_smlad(mn_sxtb16_ror8(x), mn_sxtb16_ror8(w0),
-                       mn_smlad(mn_sxtb16(x), mn_sxtb16(w0), a00));
-        a01 = mn_smlad(mn_sxtb16_ror8(x), mn_sxtb16_ror8(w1),
-                       mn_smlad(mn_sxtb16(x), mn_sxtb16(w1), a01));
-    }
-#endif
-    acc[0] = a00, acc[1] = a01;
-    *ppl = pl;
-    return pr;
-}
-
-/* the two filter sums of a channel pair: n >= 1 columns, the second row at pr + off */
-MN_INLINE void mn_nt_wsum(const int8_t *pr, int32_t off, int32_t n, int32_t *s0, int32_t *s1)
-{
-    int32_t a = 0, b = 0;
-#if MN_DSP
-    int32_t t0, t1;
-    const int32_t o = off - 1; /* after the post-increment */
-    __asm__ volatile("1:\n\t"
-                     "ldrsb  %[t0], [%[pr]], #1\n\t"
-                     "ldrsb  %[t1], [%[pr], %[o]]\n\t"
-                     "add    %[a], %[t0]\n\t"
-                     "add    %[b], %[t1]\n\t"
-                     "subs   %[n], #1\n\t"
-                     "bne    1b\n"
-                     : [pr] "+&r"(pr), [a] "+&r"(a), [b] "+&r"(b), [n] "+&r"(n),
-                       [t0] "=&r"(t0), [t1] "=&r"(t1)
-                     : [o] "r"(o)
-                     : "cc");
-#else
-    for (; n > 0; n--, pr++) {
-        a += pr[0];
-        b += pr[off];
-    }
-#endif
-    *s0 = a;
-    *s1 = b;
-}
-
-/* The outputs of a row pair (kernels/schedules/common.py gcc_requant_text), one asm
- * statement: per output requantize with shift / mult of channel c + ch (ch 0 or 1: byte
- * offset 0 / 4 from ctx's pointers), add the output offset, clamp, store at output row
- * `row` (ctx offset 20 = d0, 24 = d1) + ch. OUT loads shift, multiplier and output offset;
- * LIVE (the same channel's output of the other lhs row) reuses them. The rounding divide
- * runs for shift <= 0 only (shift > 0 has none). */
-#if MN_DSP
-#define MN_NT_RQ(ACC)                                                                        \
-    "bic    %[l], %[s], %[s], asr #31\n\t"  /* left = max(shift, 0) */                       \
-    "lsl    %[l], " ACC ", %[l]\n\t"                                                         \
-    "movs   %[h], #0\n\t"                                                                    \
-    "mov    %[v], #0x40000000\n\t"                                                           \
-    "smlal  %[v], %[h], %[l], %[m]\n\t"     /* acc * M + 2^30 */                             \
-    "lsrs   %[v], %[v], #31\n\t"                                                             \
-    "cmp    %[s], #0\n\t"                                                                    \
-    "orr    %[v], %[v], %[h], lsl #1\n\t"   /* bits [62:31] */                               \
-    "bgt    2f\n\t"                                                                          \
-    "rsbs   %[h], %[s], #0\n\t"             /* right = -shift */                             \
-    "movs   %[k], #1\n\t"                                                                    \
-    "lsls   %[k], %[h]\n\t"                                                                  \
-    "subs   %[k], #1\n\t"                   /* remainder mask */                             \
-    "and    %[l], %[v], %[k]\n\t"                                                            \
-    "asrs   %[v], %[h]\n\t"                 /* quotient, N = negative */                     \
-    "asr    %[k], %[k], #1\n\t"                                                              \
-    "it     mi\n\t"                                                                          \
-    "addmi  %[k], #1\n\t"                                                                    \
-    "cmp    %[l], %[k]\n\t"                                                                  \
-    "it     gt\n\t"                                                                          \
-    "addgt  %[v], #1\n"                                                                      \
-    "2:\n\t"
-#define MN_NT_CLAMP_STORE(row, ch)                                                           \
-    "add    %[v], %[o]\n\t"                                                                  \
-    "ldr    %[k], [%[ctx], #12]\n\t"                                                         \
-    "cmp    %[v], %[k]\n\t"                                                                  \
-    "it     lt\n\t"                                                                          \
-    "movlt  %[v], %[k]\n\t"                                                                  \
-    "ldr    %[k], [%[ctx], #16]\n\t"                                                         \
-    "cmp    %[v], %[k]\n\t"                                                                  \
-    "it     ge\n\t"                                                                          \
-    "movge  %[v], %[k]\n\t"                                                                  \
-    "ldr    %[h], [%[ctx], #" #row "]\n\t"                                                   \
-    "strb   %[v], [%[h], #" #ch "]\n\t"
-#define MN_NT_OUT(ACC, row, ch)                                                              \
-    "ldr    %[s], [%[ctx], #0]\n\t"                                                          \
-    "ldr    %[s], [%[s], #" #ch "*4]\n\t"                                                    \
-    "ldr    %[m], [%[ctx], #4]\n\t"                                                          \
-    "ldr    %[m], [%[m], #" #ch "*4]\n\t" MN_NT_RQ(ACC)                                     \
-    "ldr    %[o], [%[ctx], #8]\n\t" MN_NT_CLAMP_STORE(row, ch)
-#define MN_NT_LIVE(ACC, row, ch) MN_NT_RQ(ACC) MN_NT_CLAMP_STORE(row, ch)
-#define MN_NT_OUT_TEMPS                                                                      \
-    [s] "=&r"(s_), [m] "=&r"(m_), [o] "=&r"(o_), [v] "=&r"(v_), [h] "=&r"(h_), [l] "=&r"(l_), \
-        [k] "=&r"(k_)
-#endif
-
-MN_INLINE void mn_nt_out2x2(mn_nt_ctx *ctx, const int32_t *acc)
-{
-#if MN_DSP
-    int32_t s_, m_, o_, v_, h_, l_, k_;
-    __asm__ volatile(MN_NT_OUT("%[a00]", 20, 0) MN_NT_LIVE("%[a10]", 24, 0)
-                     MN_NT_OUT("%[a01]", 20, 1) MN_NT_LIVE("%[a11]", 24, 1)
-                     "ldr    %[k], [%[ctx], #52]\n\t" /* both output rows += 2 rows */
-                     "ldr    %[h], [%[ctx], #20]\n\t"
-                     "add    %[h], %[k]\n\t"
-                     "str    %[h], [%[ctx], #20]\n\t"
-                     "ldr    %[h], [%[ctx], #24]\n\t"
-                     "add    %[h], %[k]\n\t"
-                     "str    %[h], [%[ctx], #24]\n"
-                     : MN_NT_OUT_TEMPS
-                     : [a00] "r"(acc[0]), [a01] "r"(acc[1]), [a10] "r"(acc[2]),
-                       [a11] "r"(acc[3]), [ctx] "r"(ctx)
-                     : "cc", "memory");
-#else
-    for (int32_t ch = 0; ch < 2; ch++) {
-        const int32_t s = ctx->shift[ch], m = ctx->mult[ch];
-        ctx->d0[ch] = mn_requant_clamp(acc[ch], m, s, ctx->out_offset, ctx->act_min,
-                                       ctx->act_max);
-        ctx->d1[ch] = mn_requant_clamp(acc[2 + ch], m, s, ctx->out_offset, ctx->act_min,
-                                       ctx->act_max);
-    }
-    ctx->d0 += ctx->row2;
-    ctx->d1 += ctx->row2;
-#endif
-}
-
-MN_INLINE void mn_nt_out1x2(const mn_nt_ctx *ctx, const int32_t *acc)
-{
-#if MN_DSP
-    int32_t s_, m_, o_, v_, h_, l_, k_;
-    __asm__ volatile(MN_NT_OUT("%[a00]", 20, 0) MN_NT_OUT("%[a01]", 20, 1)
-                     : MN_NT_OUT_TEMPS
-                     : [a00] "r"(acc[0]), [a01] "r"(acc[1]), [ctx] "r"(ctx)
-                     : "cc", "memory");
-#else
-    for (int32_t ch = 0; ch < 2; ch++)
-        ctx->d0[ch] = mn_requant_clamp(acc[ch], ctx->mult[ch], ctx->shift[ch],
-                                       ctx->out_offset, ctx->act_min, ctx->act_max);
-#endif
-}
-
-/* The product for one shape class, fixed at compile time so the row loops carry no tests:
- * v16 / v4 / v1 whether the 16-, 4- and 1-column loops run, `same` lhs_stride == rhs_cols. */
+/* The product for one shape class, fixed at compile time: v16 / v4 / v1 whether the 16-,
+ * 4- and 1-column loops run. The channel pairs run in mn_nt_rows (assembly with the DSP);
+ * an odd last output channel here. */
 MN_INLINE void mn_nt_body(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
                           int8_t *dst, const int32_t *mult, const int32_t *shift,
                           int32_t lhs_rows, int32_t rhs_rows, int32_t rhs_cols,
                           int32_t lhs_offset, int32_t out_offset, int32_t act_min,
                           int32_t act_max, int32_t lhs_stride, const int32_t v16,
-                          const int32_t v4, const int32_t v1, const int32_t same)
+                          const int32_t v4, const int32_t v1)
 {
-    const int32_t r_off = rhs_cols - 4; /* second rhs row, after a post-increment of 4 */
-    const int32_t l_off = lhs_stride - 4;
     mn_nt_ctx ctx;
+    ctx.shift = shift;
+    ctx.mult = mult;
     ctx.out_offset = out_offset;
     ctx.act_min = act_min;
     ctx.act_max = act_max;
+    ctx.rhs = rhs;
     ctx.lim16 = rhs_cols - 16;
-    ctx.k4 = rhs_cols & ~15;
     ctx.lim4 = rhs_cols - 4;
     ctx.row2 = 2 * rhs_rows;
-    int32_t c = 0;
-    for (; c + 1 < rhs_rows; c += 2) {
-        int32_t sum0, sum1;
-        mn_nt_wsum(rhs, rhs_cols, rhs_cols, &sum0, &sum1);
-        ctx.sum0 = sum0 * lhs_offset + (bias ? bias[c] : 0);
-        ctx.sum1 = sum1 * lhs_offset + (bias ? bias[c + 1] : 0);
-        ctx.rhs = rhs;
-        ctx.shift = shift + c;
-        ctx.mult = mult + c;
-        ctx.d0 = dst + c; /* advanced by the output step */
-        ctx.d1 = dst + c + rhs_rows;
-        const int8_t *pl = lhs;
-        for (int32_t pairs = lhs_rows >> 1; pairs > 0; pairs--) {
-            const int8_t *pr = rhs;
-            int32_t acc[4] = {ctx.sum0, ctx.sum1, ctx.sum0, ctx.sum1};
-            if (v16 || v4)
-                pr = mn_nt_cols2x2(&pl, &ctx, acc, r_off, l_off, v16, v4, same);
-            if (v1) {
-                for (int32_t k = rhs_cols & 3; k > 0; k--) {
-                    const int32_t w0 = pr[0], w1 = pr[rhs_cols];
-                    const int32_t x0 = pl[0], x1 = pl[lhs_stride];
-                    acc[0] += x0 * w0;
-                    acc[1] += x0 * w1;
-                    acc[2] += x1 * w0;
-                    acc[3] += x1 * w1;
-                    pr++;
-                    pl++;
-                }
-            }
-            mn_nt_out2x2(&ctx, acc);
-            pl += 2 * lhs_stride - rhs_cols;
-        }
-        if (lhs_rows & 1) { /* odd last lhs row */
-            const int8_t *pr = rhs;
-            int32_t acc[2] = {ctx.sum0, ctx.sum1};
-            if (v16 || v4)
-                pr = mn_nt_cols1x2(&pl, &ctx, acc, r_off, v16, v4);
-            if (v1) {
-                for (int32_t k = rhs_cols & 3; k > 0; k--) {
-                    const int32_t x0 = *pl++;
-                    acc[0] += x0 * pr[0];
-                    acc[1] += x0 * pr[rhs_cols];
-                    pr++;
-                }
-            }
-            mn_nt_out1x2(&ctx, acc);
-        }
-        rhs += 2 * rhs_cols;
-    }
+    ctx.lhs = lhs;
+    ctx.lstep = 2 * lhs_stride - rhs_cols;
+    ctx.r_off = rhs_cols - 4; /* second rhs row, after a post-increment of 4 */
+    ctx.l_off = lhs_stride - 4;
+    ctx.cols = rhs_cols;
+    ctx.cols1 = rhs_cols & 3;
+    ctx.odd = lhs_rows & 1;
+    ctx.bias = bias;
+    ctx.lhs_offset = lhs_offset;
+    ctx.chp = rhs_rows >> 1;
+    ctx.dst_c = dst;
+    ctx.rhs_rows = rhs_rows;
+    ctx.lhs_rows = lhs_rows;
+    ctx.wsum_off = rhs_cols - 1;
+    mn_nt_rows(&ctx, v16, v4, v1);
+    const int32_t c = rhs_rows & ~1;
     if (c < rhs_rows) { /* odd last output channel: scalar, offset added per element */
         const int8_t *l = lhs;
+        const int8_t *w = rhs + c * rhs_cols;
         int8_t *d = dst + c;
         for (int32_t r = 0; r < lhs_rows; r++) {
-            const int8_t *pr = rhs;
+            const int8_t *pr = w;
             const int8_t *pl = l;
             int32_t acc = bias ? bias[c] : 0;
             for (int32_t k = 0; k < rhs_cols; k++)
@@ -456,18 +450,16 @@ mn_mat_mult_nt_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias,
 {
     if (rhs_cols <= 0)
         return;
-    const int32_t sel = (rhs_cols >= 16) * 8 + ((rhs_cols & 15) >= 4) * 4 +
-                        ((rhs_cols & 3) != 0) * 2 + (lhs_stride == rhs_cols);
+    const int32_t sel = (rhs_cols >= 16) * 4 + ((rhs_cols & 15) >= 4) * 2 + ((rhs_cols & 3) != 0);
 #define MN_NT_CASE(n)                                                                        \
     case n:                                                                                  \
         mn_nt_body(lhs, rhs, bias, dst, mult, shift, lhs_rows, rhs_rows, rhs_cols,           \
-                   lhs_offset, out_offset, act_min, act_max, lhs_stride, (n) >> 3 & 1,       \
-                   (n) >> 2 & 1, (n) >> 1 & 1, (n)&1);                                       \
+                   lhs_offset, out_offset, act_min, act_max, lhs_stride, (n) >> 2 & 1,       \
+                   (n) >> 1 & 1, (n)&1);                                                     \
         break;
     switch (sel) {
-        MN_NT_CASE(2) MN_NT_CASE(3) MN_NT_CASE(4) MN_NT_CASE(5) MN_NT_CASE(6) MN_NT_CASE(7)
-        MN_NT_CASE(8) MN_NT_CASE(9) MN_NT_CASE(10) MN_NT_CASE(11) MN_NT_CASE(12)
-        MN_NT_CASE(13) MN_NT_CASE(14) MN_NT_CASE(15)
+        MN_NT_CASE(1) MN_NT_CASE(2) MN_NT_CASE(3) MN_NT_CASE(4) MN_NT_CASE(5) MN_NT_CASE(6)
+        MN_NT_CASE(7)
     default:
         break;
     }
