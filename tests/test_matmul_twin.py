@@ -25,9 +25,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("core", ["cortex-m4", "cortex-m7"])
-@pytest.mark.parametrize("cc", ["gcc", "zig"])
-def test_matmul_twin_shape_classes_bit_exact(cc, core):
+def _run_cases(core: str, cc: str) -> None:
+    """Every case of CASES through the twin built by ``cc`` for ``core`` == numba."""
     from mcusim.firmware import harness_for
     from mcusim.firmware.layer import build_twins, marshal, run_firmware
     from mcusim.kernels import kernel_for
@@ -50,24 +49,12 @@ def test_matmul_twin_shape_classes_bit_exact(cc, core):
         h.reset_heap()
 
 
+@pytest.mark.parametrize("core", ["cortex-m4", "cortex-m7"])
+@pytest.mark.parametrize("cc", ["gcc", "zig"])
+def test_matmul_twin_shape_classes_bit_exact(cc, core):
+    _run_cases(core, cc)
+
+
 def test_matmul_twin_portable_path_bit_exact():
     """The portable C branch (no DSP: the RV32IMC build) on the same shape classes."""
-    from mcusim.firmware import harness_for
-    from mcusim.firmware.layer import build_twins, marshal, run_firmware
-    from mcusim.kernels import kernel_for
-
-    _firmware_or_skip("zig")
-    h = harness_for(build_twins("rv32imc", "zig").elf, "rv32imc")
-    for i, (hh, ww, cin, cout, s) in enumerate(CASES):
-        g, op, xs = conv_case(i, hh, ww, cin, cout, (1, 1), stride=(s, s), pad="valid",
-                              in_zp=-128 if i % 2 else 5, bias=i % 4 != 3,
-                              y_scale=0.0002 if i % 5 == 2 else 0.08)  # fmt: skip
-        kdef = kernel_for("conv2d")
-        p = kdef.prepare(g, op)
-        ref = np.asarray(kdef.compute(p, xs)[0])
-        call = marshal(g, op, p, xs)
-        assert "1x1" in call.path
-        run = run_firmware(call, h)
-        assert run.value == 0
-        assert_same(run.output, ref.reshape(run.output.shape))
-        h.reset_heap()
+    _run_cases("rv32imc", "zig")

@@ -110,6 +110,14 @@ typedef struct {
     "ldr    r4, [sp, #" #LIM "]\n\t"                                                         \
     "cmp    r5, r4\n\t"                                                                      \
     "ble    " #label "b\n"
+/* The 16- and 4-column loops of a row (pair) with step CHUNK, present when V16 / V4 is 1;
+ * label 3 follows the 16-column loop (MN_NR_SETUP branches there when there is none) */
+#define MN_NR_COLS(CHUNK, V16, V4)                                                           \
+    ".if " #V16 "\n"                                                                         \
+    "8:\n\t" CHUNK CHUNK CHUNK CHUNK MN_NR_BACK(16, 40, 8) ".endif\n"                        \
+    "3:\n\t"                                                                                 \
+    ".if " #V4 "\n"                                                                          \
+    "4:\n\t" CHUNK MN_NR_BACK(4, 44, 4) ".endif\n\t"
 /* One output (gcc_requant_text): shift r1 and multiplier r4 of channel ch loaded through
  * the frame's pointers (OUT) or still live (LIVE: the same channel, the other lhs row);
  * acc << max(shift, 0), the doubled high product rounded, the rounding divide for shift
@@ -219,14 +227,7 @@ typedef struct {
             "str    ip, [sp, #56]\n\t"                                                       \
             "beq    7f\n"                                                                    \
             "1:\n\t" MN_NR_SETUP                                                             \
-            ".if " #V16 "\n"                                                                 \
-            "8:\n\t" MN_NR_CHUNK2 MN_NR_CHUNK2 MN_NR_CHUNK2 MN_NR_CHUNK2                     \
-                MN_NR_BACK(16, 40, 8)                                                        \
-            ".endif\n"                                                                       \
-            "3:\n\t"                                                                         \
-            ".if " #V4 "\n"                                                                  \
-            "4:\n\t" MN_NR_CHUNK2 MN_NR_BACK(4, 44, 4)                                       \
-            ".endif\n\t"                                                                     \
+            MN_NR_COLS(MN_NR_CHUNK2, V16, V4)                                                \
             ".if " #V1 "\n\t"                                                                \
             "adds   r2, #4\n\t"                                                              \
             "adds   r3, #4\n\t"                                                              \
@@ -270,14 +271,7 @@ typedef struct {
             "ldr    r4, [sp, #84]\n\t"                                                       \
             "cmp    r4, #0\n\t"                                                              \
             "beq    9f\n\t" MN_NR_SETUP                                                      \
-            ".if " #V16 "\n"                                                                 \
-            "8:\n\t" MN_NR_CHUNK1 MN_NR_CHUNK1 MN_NR_CHUNK1 MN_NR_CHUNK1                     \
-                MN_NR_BACK(16, 40, 8)                                                        \
-            ".endif\n"                                                                       \
-            "3:\n\t"                                                                         \
-            ".if " #V4 "\n"                                                                  \
-            "4:\n\t" MN_NR_CHUNK1 MN_NR_BACK(4, 44, 4)                                       \
-            ".endif\n\t"                                                                     \
+            MN_NR_COLS(MN_NR_CHUNK1, V16, V4)                                                \
             ".if " #V1 "\n\t"                                                                \
             "adds   r2, #4\n\t"                                                              \
             "ldr    ip, [sp, #80]\n"                                                         \
