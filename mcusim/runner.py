@@ -106,6 +106,27 @@ def _remember(model: Model, key, costs) -> None:
     model._costs[key] = costs
 
 
+def _estimate_timings(model: Model, device: Device) -> tuple[OpTiming, ...]:
+    """Every layer's schedule timed without observed data, cached per (model, device):
+    estimate-mode costs and a full run's data-independent layers share them, so a full run
+    simulates the caches once, not once more for an estimate nobody asked for."""
+    key = ("timings", device)
+    timings = model._costs.get(key)
+    if timings is None:
+        timings = tuple(time_op(device, model.graph, op) for op in model.graph.ops)
+        model._costs[key] = timings
+    return timings
+
+
+def check_device_fit(model: Model, device: Device) -> None:
+    """FitError unless the model's arena and constants fit ``device`` (the arena plan of
+    the estimate timings: no cache simulation)."""
+    timings = _estimate_timings(model, device)
+    g = model.graph
+    plan = plan_arena(g, {i: tm.scratch_bytes for i, tm in enumerate(timings)}, qparam_buffers(g))
+    check_fit(model, device, plan.peak_bytes, constant_bytes(g))
+
+
 def device_costs(
     model: Model, device: Device, data: Mapping[int, OpData] | None = None
 ) -> DeviceCosts:
@@ -121,15 +142,13 @@ def device_costs(
         dc = _cluster_costs(model, device)
         model._costs[key] = dc
         return dc
+    timings = _estimate_timings(model, device)
     if used:  # only the data-dependent layers are timed again
-        base = device_costs(model, device).timings
         facts = dict(used)
         timings = tuple(
-            time_op(device, g, op, facts[i]) if i in facts else base[i]
+            time_op(device, g, op, facts[i]) if i in facts else timings[i]
             for i, op in enumerate(g.ops)
         )
-    else:
-        timings = tuple(time_op(device, g, op) for op in g.ops)
     plan = plan_arena(g, {i: tm.scratch_bytes for i, tm in enumerate(timings)}, qparam_buffers(g))
     flash = constant_bytes(g)
     check_fit(model, device, plan.peak_bytes, flash)
@@ -725,7 +744,10 @@ def _run_cpu(
 ) -> RunResult:
     """Every layer on the device's CPU (or its cluster): the pre-NPU run, unchanged."""
     g = model.graph
-    dc = device_costs(model, dev)  # checks the fit before any kernel runs
+    if estimate or dev.cluster is not None:
+        dc = device_costs(model, dev)  # checks the fit before any kernel runs
+    else:  # the fit before any kernel runs; the costs once, on the observed data
+        check_device_fit(model, dev)
     env = {} if estimate else compute_outputs(model, xs)
     if not estimate:
         dc = device_costs(model, dev, observe(g, env, [p.params for p in model.prepared()]))

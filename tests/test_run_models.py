@@ -126,3 +126,27 @@ def test_npu_runs(models, device):
             ref = mcusim.run(m, device="stm32l4r5", seed=2)
             for x, y in zip(ref.outputs, r.outputs, strict=True):
                 assert np.array_equal(x, y), f"{name} on {device}"
+
+
+def test_full_run_simulates_the_caches_once(monkeypatch):
+    """A full run on a cached device checks the fit from the arena plan alone and simulates
+    the caches once, on the observed data (not once more for an estimate first), with the
+    same result as the estimate's costs on the data-independent layers."""
+    import mcusim.cache as cache
+
+    calls = []
+    real = cache.simulate_model
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "simulate_model", counting)
+    m = mcusim.load(model_path("kws_ref_model"))
+    r = mcusim.run(m, device="stm32f746", seed=1)
+    assert len(calls) == 1
+    est = mcusim.run(mcusim.load(model_path("kws_ref_model")), device="stm32f746", mode="estimate")
+    assert len(calls) == 2
+    # the conv layers do not depend on the data: same cycles in both
+    for a, b in zip(r.layers[:11], est.layers[:11], strict=True):
+        assert a.cycles == b.cycles
