@@ -118,13 +118,17 @@ def _estimate_timings(model: Model, device: Device) -> tuple[OpTiming, ...]:
     return timings
 
 
+def _arena_plan(graph: Graph, timings) -> ArenaPlan:
+    """The arena plan for these timings' scratch needs and the persistent parameters."""
+    scratch = {i: tm.scratch_bytes for i, tm in enumerate(timings)}
+    return plan_arena(graph, scratch, qparam_buffers(graph))
+
+
 def check_device_fit(model: Model, device: Device) -> None:
     """FitError unless the model's arena and constants fit ``device`` (the arena plan of
     the estimate timings: no cache simulation)."""
-    timings = _estimate_timings(model, device)
-    g = model.graph
-    plan = plan_arena(g, {i: tm.scratch_bytes for i, tm in enumerate(timings)}, qparam_buffers(g))
-    check_fit(model, device, plan.peak_bytes, constant_bytes(g))
+    plan = _arena_plan(model.graph, _estimate_timings(model, device))
+    check_fit(model, device, plan.peak_bytes, constant_bytes(model.graph))
 
 
 def device_costs(
@@ -149,7 +153,7 @@ def device_costs(
             time_op(device, g, op, facts[i]) if i in facts else timings[i]
             for i, op in enumerate(g.ops)
         )
-    plan = plan_arena(g, {i: tm.scratch_bytes for i, tm in enumerate(timings)}, qparam_buffers(g))
+    plan = _arena_plan(g, timings)
     flash = constant_bytes(g)
     check_fit(model, device, plan.peak_bytes, flash)
     from .cache import needs_simulation, simulate_model  # numba: imported when needed
