@@ -126,9 +126,13 @@ def _arena_plan(graph: Graph, timings) -> ArenaPlan:
 
 def check_device_fit(model: Model, device: Device) -> None:
     """FitError unless the model's arena and constants fit ``device`` (the arena plan of
-    the estimate timings: no cache simulation)."""
+    the estimate timings: no cache simulation; checked once per model and device)."""
+    key = ("fits", device)
+    if key in model._costs:
+        return
     plan = _arena_plan(model.graph, _estimate_timings(model, device))
     check_fit(model, device, plan.peak_bytes, constant_bytes(model.graph))
+    model._costs[key] = True
 
 
 def device_costs(
