@@ -10,11 +10,12 @@
  * mat_mult_nt_t_s8: per pair of output channels the two filter sums (1 column per step),
  * then per pair of lhs rows 16 / 4 / 1 reduction columns per step for 2 rows x 2 filters,
  * the first row of each through a post-incremented pointer, the second at a register
- * offset; an odd last lhs row runs 1 row x 2 filters. With the DSP the loop over the lhs
- * rows of a channel pair is one function of our own in assembly (mn_nt_rows_*), in the
- * schedule's block order (NT_ROW_SETUP, the column loops with their index and limit on
- * the stack, the four outputs, NT_ROW_END), so both compilers run the same code and add
- * no moves or spills around it; the portable branch computes the same values in C. */
+ * offset; an odd last lhs row runs 1 row x 2 filters. With the DSP the channel-pair loop
+ * is one function of our own in assembly per shape class (mn_nt_rows_*), in the
+ * schedule's block order (NT_PAIR_SETUP, NT_WSUM, NT_PAIR_OFFS; per row pair
+ * NT_ROW_SETUP, the column loops with their index and limit on the stack, the four
+ * outputs, NT_ROW_END; NT_PAIR_END), so both compilers run the same code and add no moves
+ * or spills around it; the portable branch computes the same values in C. */
 
 /* One call's parameters, copied to the assembly's stack frame (byte offsets = frame
  * offsets); the running fields (shift, mult, d0, d1, rhs, sum0/1, pairs, idx, bias, chp,
