@@ -983,12 +983,25 @@ pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}
 """
 
 
+def _row_setup_text(peeled: bool, nocols: bool) -> str:
+    """VM_ROW_SETUP as it runs: with no 4-column step (rhs_cols < 4) the BEQ to the row
+    middle is taken and the rest skipped; else the peeled-step test is taken unless
+    there are steps before the unrolled loop."""
+    if nocols:
+        head = VM_ROW_SETUP[: VM_ROW_SETUP.index(".Lvm_nocols") + len(".Lvm_nocols")]
+        return head + "{taken}\n"
+    return VM_ROW_SETUP if not peeled else VM_ROW_SETUP.replace("{taken}", "")
+
+
 @cache
-def _vm_blocks(weight_offset: bool, per_channel: bool, peeled: bool):
+def _vm_blocks(weight_offset: bool, per_channel: bool, peeled: bool, nocols: bool = False,
+               scalar: bool = False):  # fmt: skip
     b = Block.asm
     w = _woff if weight_offset else (lambda t: t)
     pc = "ldr r1, [r6], #4 {qparams}\nldr r3, [r5], #4 {qparams}\n" * 2 if per_channel else ""
-    setup = VM_ROW_SETUP if not peeled else VM_ROW_SETUP.replace("{taken}", "")
+    setup = _row_setup_text(peeled, nocols)
+    # the row middle's BLE past the 1-column steps is taken only when there are none
+    mid = VM_ROW_MID.replace("{taken}", "") if scalar else VM_ROW_MID
     sfx = ("_woff" if weight_offset else "") + ("_pc" if per_channel else "")
     return {
         "call": b("bl arm_nn_vec_mat_mult_t_s8", "vm_call"),
@@ -999,11 +1012,13 @@ def _vm_blocks(weight_offset: bool, per_channel: bool, peeled: bool):
         "even": b(VM_ODD_TEST, "vm_even"),
         "odd": b(VM_ODD_TEST.replace("{taken}", ""), "vm_odd"),
         "exit": b(VM_EXIT, "vm_exit"),
-        "row_setup": b(setup, "vm_row_setup" + ("_peeled" if peeled else "")),
+        "row_setup": b(
+            setup, "vm_row_setup" + ("_nocols" if nocols else "_peeled" if peeled else "")
+        ),
         "x4_entry": b(VM_X4_ENTRY, "vm_x4_entry"),
         "c4x4": b(w(VM_X4), "vm_cols4x4" + sfx),
         "c4": b(w(VM_CHUNK_W0), "vm_cols4" + sfx),
-        "row_mid": b(VM_ROW_MID, "vm_row_mid"),
+        "row_mid": b(mid, "vm_row_mid" + ("_scalar" if scalar else "")),
         "c1": b(VM_SCALAR, "vm_cols1"),
         "out": b(pc + VM_PAIR_OUT, "vm_pair_out" + sfx),
         "out_neg": b(pc + VM_PAIR_OUT_NEG, "vm_pair_out_neg" + sfx),
@@ -1030,7 +1045,7 @@ def vec_mat_mult_t_s8(
     layer's data (mcusim.observed); None: half of them (the sign of a pre-activation is
     a coin flip without the data)."""
     col4 = rhs_cols // 4
-    k = _vm_blocks(weight_offset, per_channel, col4 % 4 != 0)
+    k = _vm_blocks(weight_offset, per_channel, col4 % 4 != 0, col4 == 0, rhs_cols % 4 != 0)
     pairs = rhs_rows // 2
     neg = pairs // 2 if neg_pairs is None else min(max(int(neg_pairs), 0), pairs)
 

@@ -486,6 +486,7 @@ def _marshal_dw(graph, op, p, inputs):
 
 
 def _marshal_fc(graph, op, p, inputs):
+    from mcusim.kernels.conv2d import const_data
     from mcusim.kernels.fully_connected import FullyConnectedParams
 
     if not isinstance(p, FullyConnectedParams):
@@ -504,10 +505,12 @@ def _marshal_fc(graph, op, p, inputs):
         out_offset=p.out_zp, act_min=p.act_min, act_max=p.act_max,
         per_channel=int(w_q is not None and w_q.per_channel),
     )  # fmt: skip
-    bufs = [_act(x)] + _consts(
-        weights=p.weights, bias=_raw_bias(p.bias, p.weights, in_zp), mult=_i32(p.mult),
-        shift=_i32(p.shift),
-    )  # fmt: skip
+    consts = dict(weights=p.weights, mult=_i32(p.mult), shift=_i32(p.shift))
+    if const_data(graph, op, 2, "bias") is None:
+        v["bias"] = None  # as TFLite Micro calls CMSIS-NN: a null bias pointer
+    else:
+        consts["bias"] = _raw_bias(p.bias, p.weights, in_zp)
+    bufs = [_act(x)] + _consts(**consts)
     name = "vec_mat_mult_t_per_ch_s8" if v["per_channel"] else "vec_mat_mult_t_s8"
     return v, bufs, f"{name} (2 rows x 4 columns)"
 
