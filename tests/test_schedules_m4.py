@@ -463,3 +463,26 @@ def test_loop_memo_changes_nothing(core):
         assert {k: (v.iterations, v.cycles) for k, v in res.loops.items()} == {
             k: tuple(v) for k, v in plain.items()
         }
+
+
+def test_fc_row_branches_follow_the_column_count():
+    """VM_ROW_MID's branch past the 1-column steps is taken only when there are none; with
+    fewer than 4 columns VM_ROW_SETUP branches to the row middle (the rest of it skipped)."""
+    from mcusim.isa.schedule import Block
+    from mcusim.kernels.schedules.matmul import vec_mat_mult_t_s8
+
+    def blocks(cols):
+        out = {}
+        for it in vec_mat_mult_t_s8(4, cols):
+            for b in (
+                [it] if isinstance(it, Block) else [x for x in it.body if isinstance(x, Block)]
+            ):
+                out.setdefault(b.name.split("_peeled")[0].split("_nocols")[0], b)
+        return out
+
+    for cols, mid_taken in ((16, True), (17, False), (1, False)):
+        last = blocks(cols)["vm_row_mid" + ("" if mid_taken else "_scalar")].instrs[-1]
+        assert last.cls == "branch" and last.taken is (True if mid_taken else None)
+    setup = blocks(1)["vm_row_setup"].instrs
+    assert len(setup) == 12 and setup[-1].taken is True
+    assert len(blocks(16)["vm_row_setup"].instrs) == 16
