@@ -137,21 +137,21 @@ MN_INLINE void mn_fc_row_x1(const int8_t **pl, const int8_t **p0, int32_t *a0, i
 /* the second row's high multiply (left shift 0 on this path) and both roundings; NEG:
  * the first value's threshold adjustment when it is negative */
 #define MN_VM_SECOND(NEG)                                                                  \
-    "ldr     r7, [r5, #4]\n\t"                                                         \
-    "smlal   r1, r4, r7, r3\n\t"                                                \
-    "lsrs    r3, r1, #31\n\t"                                                         \
-    "orr     r7, r3, r4, lsl #1\n\t"                                               \
-    "ldr     r4, [r5, #20]\n\t"                                                        \
-    "and     r1, ip, r7\n\t"                                                       \
-    "asrs    r7, r7, r6\n\t" NEG "cmp     r8, r4\n\t"                       \
-    "ldr     r0, [r5, #20]\n\t"                                                        \
-    "it      gt\n\t"                                                                        \
-    "addgt   r2, r2, #1\n\t"                                                          \
-    "cmp     r7, #0\n\t"                                                                 \
-    "it      lt\n\t"                                                                        \
-    "addlt   r0, r0, #1\n\t"                                                          \
-    "cmp     r0, r1\n\t"                                                              \
-    "it      lt\n\t"                                                                        \
+    "ldr     r7, [r5, #4]\n\t"                                                             \
+    "smlal   r1, r4, r7, r3\n\t"                                                           \
+    "lsrs    r3, r1, #31\n\t"                                                              \
+    "orr     r7, r3, r4, lsl #1\n\t"                                                       \
+    "ldr     r4, [r5, #20]\n\t"                                                            \
+    "and     r1, ip, r7\n\t"                                                               \
+    "asrs    r7, r7, r6\n\t" NEG "cmp     r8, r4\n\t"                                      \
+    "ldr     r0, [r5, #20]\n\t"                                                            \
+    "it      gt\n\t"                                                                       \
+    "addgt   r2, r2, #1\n\t"                                                               \
+    "cmp     r7, #0\n\t"                                                                   \
+    "it      lt\n\t"                                                                       \
+    "addlt   r0, r0, #1\n\t"                                                               \
+    "cmp     r0, r1\n\t"                                                                   \
+    "it      lt\n\t"                                                                       \
     "addlt   r7, r7, #1\n\t"
 
 /* VM_PAIR_OUT on r2 / r3 (frame #0-#32): the common path (shift <= 0,
@@ -221,19 +221,29 @@ MN_INLINE void mn_fc_row_x1(const int8_t **pl, const int8_t **p0, int32_t *a0, i
     "sxtb16  r9, r9\n\t"                                                                   \
     "smlad   " ACC ", ip, r8, " ACC "\n\t"                                                 \
     "smlad   " ACC ", r9, r7, " ACC "\n\t"
-/* input word K of a 16-column step (r4), both rows' weights at the same offset (r1, r0) */
-#define MN_VM_STEP(K)                                                                      \
-    "ldr     r7, [r4, #" #K "]\n\t"                                                        \
-    "sxtab16 r8, r10, r7, ror #8\n\t"                                                      \
-    "ldr     r9, [r1, #" #K "]\n\t"                                                        \
-    "sxtab16 r7, r10, r7\n\t" MN_VM_MAC("r2") "ldr     r9, [r0, #" #K "]\n\t" MN_VM_MAC("r3")
-
-/* input word K of a 16-column step of the odd row */
+/* input word K of a 16-column step (r4) into the first row's sum (weights at r1) */
 #define MN_VM_STEP1(K)                                                                     \
     "ldr     r7, [r4, #" #K "]\n\t"                                                        \
     "sxtab16 r8, r10, r7, ror #8\n\t"                                                      \
     "ldr     r9, [r1, #" #K "]\n\t"                                                        \
     "sxtab16 r7, r10, r7\n\t" MN_VM_MAC("r2")
+/* the same for both rows (the second's weights at r0, the same offset) */
+#define MN_VM_STEP(K) MN_VM_STEP1(K) "ldr     r9, [r0, #" #K "]\n\t" MN_VM_MAC("r3")
+/* the first word of a 16-column step, through copied pointers (GCC's unrolled loop loads
+ * it through the post-incremented copy), into the first row's sum */
+#define MN_VM_W0                                                                           \
+    "mov     lr, r4\n\t"                                                                   \
+    "ldr     r7, [lr]\n\t"                                                                 \
+    "sxtab16 r8, r10, r7, ror #8\n\t"                                                      \
+    "mov     lr, r1\n\t"                                                                   \
+    "sxtab16 r7, r10, r7\n\t"                                                              \
+    "ldr     r9, [lr]\n\t" MN_VM_MAC("r2")
+/* a 4-column step (post-incremented) into the first row's sum */
+#define MN_VM_COL4                                                                         \
+    "ldr     r7, [r4], #4\n\t"                                                             \
+    "sxtab16 r8, r10, r7, ror #8\n\t"                                                      \
+    "sxtab16 r7, r10, r7\n\t"                                                              \
+    "ldr     r9, [r1], #4\n\t" MN_VM_MAC("r2")
 
 /* The row-pair loop (X4: the 16-column loop is there; BIAS: biases are read), exits to
  * .Lvm_pend after the last pair. */
@@ -262,26 +272,16 @@ MN_INLINE void mn_fc_row_x1(const int8_t **pl, const int8_t **p0, int32_t *a0, i
             "ands    lr, lr, #3\n\t"                                                       \
             "beq     3f\n"                                                                 \
             /* the 4-column steps before the unrolled loop (VM_CHUNK_W0) */                \
-            "2:\n\t"                                                                       \
-            "ldr     r7, [r4], #4\n\t"                                                     \
-            "sxtab16 r8, r10, r7, ror #8\n\t"                                              \
-            "sxtab16 r7, r10, r7\n\t"                                                      \
-            "ldr     r9, [r1], #4\n\t" MN_VM_MAC("r2") "ldr     r9, [r0], #4\n\t"          \
-                MN_VM_MAC("r3") "subs    lr, #1\n\t"                                       \
-                                "bne     2b\n"                                             \
+            "2:\n\t" MN_VM_COL4 "ldr     r9, [r0], #4\n\t" MN_VM_MAC("r3")                \
+            "subs    lr, #1\n\t"                                                           \
+            "bne     2b\n"                                                                 \
             /* VM_X4_ENTRY: the bases of the 1-column steps */                             \
             "3:\n\t"                                                                       \
             "strd    r0, r1, [r5, #88]\n\t"                                                \
             "str     r4, [r5, #56]\n\t"                                                    \
             ".if " #X4 "\n"                                                                \
             /* 16 columns per step (VM_X4): the first word through copied pointers */      \
-            "4:\n\t"                                                                       \
-            "mov     lr, r4\n\t"                                                           \
-            "ldr     r7, [lr]\n\t"                                                         \
-            "sxtab16 r8, r10, r7, ror #8\n\t"                                              \
-            "mov     lr, r1\n\t"                                                           \
-            "sxtab16 r7, r10, r7\n\t"                                                      \
-            "ldr     r9, [lr]\n\t" MN_VM_MAC("r2") "mov     lr, r0\n\t"                    \
+            "4:\n\t" MN_VM_W0 "mov     lr, r0\n\t"                                        \
             "ldr     r9, [lr]\n\t" MN_VM_MAC("r3") MN_VM_STEP(4) MN_VM_STEP(8)             \
             "ldr     r7, [r4, #12]\n\t"                                                    \
             "sxtab16 r8, r10, r7, ror #8\n\t"                                              \
@@ -416,24 +416,14 @@ mn_vec_mat_mult_t_s8(const int8_t *lhs, const int8_t *rhs, const int32_t *bias, 
         "bic     r6, lr, #3\n\t"
         "ands    lr, lr, #3\n\t"
         "beq     3f\n"
-        "2:\n\t"
-        "ldr     r7, [r4], #4\n\t"
-        "sxtab16 r8, r10, r7, ror #8\n\t"
-        "sxtab16 r7, r10, r7\n\t"
-        "ldr     r9, [r1], #4\n\t" MN_VM_MAC("r2") "subs    lr, #1\n\t"
+        "2:\n\t" MN_VM_COL4 "subs    lr, #1\n\t"
         "bne     2b\n"
         "3:\n\t"
         "str     r4, [r5, #56]\n\t"
         "str     r1, [r5, #92]\n\t"
         "cmp     r6, #0\n\t"
         "beq     5f\n"
-        "4:\n\t"
-        "mov     lr, r4\n\t"
-        "ldr     r7, [lr]\n\t"
-        "sxtab16 r8, r10, r7, ror #8\n\t"
-        "mov     lr, r1\n\t"
-        "sxtab16 r7, r10, r7\n\t"
-        "ldr     r9, [lr]\n\t" MN_VM_MAC("r2") MN_VM_STEP1(4) MN_VM_STEP1(8)
+        "4:\n\t" MN_VM_W0 MN_VM_STEP1(4) MN_VM_STEP1(8)
         "ldr     r7, [r4, #12]\n\t"
         "sxtab16 r8, r10, r7, ror #8\n\t"
         "adds    r4, r4, #16\n\t"

@@ -994,8 +994,9 @@ def _row_setup_text(peeled: bool, nocols: bool) -> str:
 
 
 @cache
-def _vm_blocks(weight_offset: bool, per_channel: bool, peeled: bool, nocols: bool = False,
-               scalar: bool = False):  # fmt: skip
+def _vm_blocks(
+    weight_offset: bool, per_channel: bool, peeled: bool, nocols: bool = False, scalar: bool = False
+):
     b = Block.asm
     w = _woff if weight_offset else (lambda t: t)
     pc = "ldr r1, [r6], #4 {qparams}\nldr r3, [r5], #4 {qparams}\n" * 2 if per_channel else ""
