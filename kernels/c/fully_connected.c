@@ -623,10 +623,12 @@ mn_vec_mat_mult_t_per_ch_s8(const int8_t *lhs, const int8_t *rhs, const int32_t 
                 act_min, act_max, 1);
 }
 
-int32_t mn_fully_connected_s8(const mn_fc_args *a)
+/* arm_fully_connected_per_channel_s8: one vector x matrix call per batch row. External
+ * linkage: the assembly wrapper below branches to it by name, so it keeps the standard ABI. */
+int32_t mn_fc_per_channel_s8(const mn_fc_args *a);
+int32_t mn_fc_per_channel_s8(const mn_fc_args *a)
 {
-    /* the fields as locals (output stores cannot alias them), one loop per entry point as
-     * arm_fully_connected_s8 / _per_channel_s8 are separate functions */
+    /* the fields as locals: output stores cannot alias them */
     const int8_t *in = a->input, *w = a->weights;
     const int32_t *bias = a->bias, *mult = a->mult, *shift = a->shift;
     int8_t *out = a->output;
@@ -635,14 +637,100 @@ int32_t mn_fully_connected_s8(const mn_fc_args *a)
     const int32_t lo = a->act_min, hi = a->act_max;
     if (cols < 1 || rows < 1)
         return MN_ARG_ERROR;
-    if (a->per_channel) {
-        for (int32_t b = 0; b < batches; b++, in += cols, out += rows)
-            mn_vec_mat_mult_t_per_ch_s8(in, w, bias, out, in_off, out_off, mult, shift, cols,
-                                        rows, lo, hi);
-        return MN_OK;
-    }
+    for (int32_t b = 0; b < batches; b++, in += cols, out += rows)
+        mn_vec_mat_mult_t_per_ch_s8(in, w, bias, out, in_off, out_off, mult, shift, cols, rows,
+                                    lo, hi);
+    return MN_OK;
+}
+
+#if MN_DSP && !MN_MVE
+/* arm_fully_connected_s8 in cmsis_fc.py's blocks (FC_ENTRY, FC_BATCH_ARGS, FC_BATCH_END,
+ * FC_EXIT), so both compilers run the library's per-call cost: the fields are reloaded and
+ * the stack arguments stored one word at a time for every batch row, as GCC does with the
+ * library's struct arguments. A per-channel call goes on to the C function above.
+ * mn_fc_args offsets: input 0, weights 4, bias 8, mult 12, shift 16, output 20, batches 24,
+ * in_depth 28, out_depth 32, in_offset 36, out_offset 40, act_min 44, act_max 48,
+ * per_channel 52. */
+__attribute__((naked, noinline)) int32_t mn_fully_connected_s8(const mn_fc_args *a)
+{
+    __asm__ volatile(
+        "ldr     r1, [r0, #52]\n\t"
+        "cbz     r1, 1f\n\t"
+        "b       mn_fc_per_channel_s8\n"
+        /* FC_ENTRY: r4 args, r5 batches, r6 input, r7 output, r8 cols, r9 rows */
+        "1:\n\t"
+        "push    {r4, r5, r6, r7, r8, r9, r10, r11, lr}\n\t"
+        "ldr     r5, [r0, #24]\n\t"
+        "ldr     r6, [r0]\n\t"
+        "sub     sp, #60\n\t"
+        "ldr     r7, [r0, #20]\n\t"
+        "ldr     r8, [r0, #28]\n\t"
+        "ldr     r9, [r0, #32]\n\t"
+        "mov     r4, r0\n\t"
+        "cmp     r8, #1\n\t"
+        "blt     3f\n\t"
+        "cmp     r9, #1\n\t"
+        "blt     3f\n\t"
+        "cmp     r5, #1\n\t"
+        "blt     2f\n"
+        /* FC_BATCH_ARGS: (input, weights, bias, output; in_offset, out_offset, mult[0],
+         * shift[0], cols, rows, act_min, act_max) */
+        "4:\n\t"
+        "str     r9, [sp, #20]\n\t"
+        "ldr     r3, [r4, #16]\n\t"
+        "ldr     r3, [r3]\n\t"
+        "str     r3, [sp, #12]\n\t"
+        "str     r8, [sp, #16]\n\t"
+        "ldr     r2, [r4, #12]\n\t"
+        "ldr     r2, [r2]\n\t"
+        "ldr     r3, [r4, #40]\n\t"
+        "strd    r3, r2, [sp, #4]\n\t"
+        "ldr     r3, [r4, #36]\n\t"
+        "str     r3, [sp]\n\t"
+        "ldr     r1, [r4, #48]\n\t"
+        "str     r1, [sp, #28]\n\t"
+        "ldr     r1, [r4, #44]\n\t"
+        "str     r1, [sp, #24]\n\t"
+        "mov     r0, r6\n\t"
+        "ldr     r1, [r4, #4]\n\t"
+        "ldr     r2, [r4, #8]\n\t"
+        "mov     r3, r7\n\t"
+        "bl      mn_vec_mat_mult_t_s8\n\t"
+        /* FC_BATCH_END: the next input and output rows */
+        "ldr     r8, [r4, #28]\n\t"
+        "ldr     r9, [r4, #32]\n\t"
+        "subs    r5, #1\n\t"
+        "add     r6, r8\n\t"
+        "add     r7, r9\n\t"
+        "bne     4b\n"
+        /* FC_EXIT */
+        "2:\n\t"
+        "movs    r0, #0\n\t"
+        "add     sp, #60\n\t"
+        "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n"
+        "3:\n\t"
+        "mov     r0, #-1\n\t"
+        "add     sp, #60\n\t"
+        "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
+}
+#else
+int32_t mn_fully_connected_s8(const mn_fc_args *a)
+{
+    /* the fields as locals (output stores cannot alias them); per-channel weights go on to
+     * their own function, as arm_fully_connected_per_channel_s8 is one */
+    const int8_t *in = a->input, *w = a->weights;
+    const int32_t *bias = a->bias, *mult = a->mult, *shift = a->shift;
+    int8_t *out = a->output;
+    const int32_t batches = a->batches, cols = a->in_depth, rows = a->out_depth;
+    const int32_t in_off = a->in_offset, out_off = a->out_offset;
+    const int32_t lo = a->act_min, hi = a->act_max;
+    if (cols < 1 || rows < 1)
+        return MN_ARG_ERROR;
+    if (a->per_channel)
+        return mn_fc_per_channel_s8(a);
     const int32_t m0 = mult[0], s0 = shift[0];
     for (int32_t b = 0; b < batches; b++, in += cols, out += rows)
         mn_vec_mat_mult_t_s8(in, w, bias, out, in_off, out_off, m0, s0, cols, rows, lo, hi);
     return MN_OK;
 }
+#endif
