@@ -67,3 +67,29 @@ def test_fc_twin_requant_paths_bit_exact(cc, core):
             shifts.add(int(np.sign(np.asarray(p.shift).ravel()[0])))
         h.reset_heap()
     assert shifts == {-1, 1}  # both the right- and the left-shift path ran
+
+
+@pytest.mark.parametrize("cc", ["gcc", "zig"])
+def test_fc_twin_wrapper_checks_its_arguments(cc):
+    """The assembly wrapper (arm_fully_connected_s8's per-call code): no column or no row is
+    an argument error on both entry points, no batch row returns 0 with the output
+    untouched."""
+    from dataclasses import replace
+
+    from mcusim.firmware import harness_for
+    from mcusim.firmware.layer import build_twins, marshal, run_firmware
+    from mcusim.kernels import kernel_for
+
+    _firmware_or_skip(cc)
+    h = harness_for(build_twins("cortex-m4", cc).elf, "cortex-m4")
+    kdef = kernel_for("fully_connected")
+    for pc in (0, 1):
+        g, op, xs = _fc_case(0, 2, 37, 7, False, "relu", 0.1, 127, 128)
+        call = marshal(g, op, kdef.prepare(g, op), xs)
+        for field in ("in_depth", "out_depth"):
+            bad = replace(call, values={**call.values, field: 0, "per_channel": pc})
+            assert run_firmware(bad, h).value == -1, (field, pc)
+            h.reset_heap()
+        none = run_firmware(replace(call, values={**call.values, "batches": 0}), h)
+        assert none.value == 0 and not none.output.any()
+        h.reset_heap()
