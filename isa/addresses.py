@@ -19,7 +19,10 @@ Address model (docs/cost-model.md, "Caches"):
   that is not the next in line: compiled code has other paths in between (the real
   library's skipped branch arms, its cold paths, the callee elsewhere). The layout leaves
   :data:`JUMP_GAP` bytes after such a block per jump, so the next block does not share
-  the jumping code's cache line.
+  the jumping code's cache line. A block of a library function whose compiled size is
+  known (:attr:`Block.func_bytes`) may leave more: the function's bytes that no compiled
+  program executes (its skipped branch arms and cold paths) are shared out evenly after
+  its executed blocks, so its hot code spans what the compiled function spans.
 
 The result is a :class:`CompiledStream`: flat int64 arrays (a small bytecode over blocks and
 loops plus per-block access events) that the numba interpreter in mcusim/cache.py walks.
@@ -239,7 +242,32 @@ class _Compiler:
         self.code_next = code_base
         self.code_base = code_base
         self.fetch_align = fetch_align
+        self.gaps: dict[str, int] = {}  # library function -> its cold bytes after each block
         self._keep: list[Block] = []  # id() stays unique while compiling
+
+    def function_gaps(self, programs: list[Program]) -> None:
+        """Bytes left after each block of every sized library function: its compiled size
+        less the bytes of its distinct blocks in ``programs``, shared out over those
+        blocks (2-byte steps: Thumb code stays halfword aligned)."""
+        seen: set[int] = set()
+        executed: dict[str, int] = {}
+        blocks: dict[str, int] = {}
+        size: dict[str, int] = {}
+        stack = [it for p in programs for it in p.items]
+        while stack:
+            it = stack.pop()
+            if id(it) in seen:
+                continue
+            seen.add(id(it))
+            if isinstance(it, Block):
+                if it.func and it.func_bytes > 0:
+                    executed[it.func] = executed.get(it.func, 0) + it.code_bytes + it.code_bytes % 2
+                    blocks[it.func] = blocks.get(it.func, 0) + 1
+                    size[it.func] = it.func_bytes
+            else:
+                stack.extend(it.body)
+        for f, n in executed.items():
+            self.gaps[f] = max(size[f] - n, 0) // blocks[f] // 2 * 2
 
     def _addr_of(self, block: Block) -> int:
         a = self.code_addr.get(id(block))
@@ -248,7 +276,8 @@ class _Compiler:
             self.code_addr[id(block)] = a
             self._keep.append(block)
             size = max(block.code_bytes, 0)
-            self.code_next += size + (-size) % 2 + JUMP_GAP * block.jumps
+            gap = max(JUMP_GAP * block.jumps, self.gaps.get(block.func, 0))
+            self.code_next += size + (-size) % 2 + gap
         return a
 
     def block(
@@ -328,6 +357,7 @@ def compile_programs(
     address rules re-reads its buffers instead of running into other data. Tags without
     a base start at address 0, outside every memory (the cache model skips them)."""
     c = _Compiler(code_base)
+    c.function_gaps(programs)
     base = np.zeros((len(programs), N_TAGS), dtype=np.int64)
     size = np.zeros((len(programs), N_TAGS), dtype=np.int64)
     for i, (p, b) in enumerate(zip(programs, bases, strict=True)):

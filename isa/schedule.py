@@ -42,11 +42,16 @@ def _traffic(instrs: tuple[Instr, ...]) -> np.ndarray:
 @dataclass(eq=False)
 class Block:
     """Straight-line instructions. Build once (module level) and reuse: timing is cached per
-    block object. ``shared`` marks library code (memcpy, ...) whose bytes count once."""
+    block object. ``shared`` marks library code (memcpy, ...) whose bytes count once.
+    ``func`` / ``func_bytes``: the compiled library function the block's code belongs to
+    and that function's size, when known (kernels/schedules/code_sizes.toml); the code
+    layout (isa/addresses.py) puts the function's unexecuted bytes between its blocks."""
 
     instrs: tuple[Instr, ...]
     name: str = ""
     shared: bool = False
+    func: str = ""
+    func_bytes: int = 0
 
     @classmethod
     def asm(cls, text: str, name: str = "", shared: bool = False) -> Block:

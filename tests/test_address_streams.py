@@ -230,6 +230,56 @@ def test_code_after_a_taken_jump_is_elsewhere():
     assert addr[3] - addr[2] == 8
 
 
+def test_a_sized_function_spreads_its_blocks():
+    """Blocks of a library function with a known compiled size share its unexecuted bytes
+    out evenly after them (halfword steps); a jump still leaves at least JUMP_GAP; blocks
+    of no sized function stay packed."""
+    from dataclasses import replace
+
+    from mcusim.isa.addresses import JUMP_GAP
+
+    def owned(text, name, size):
+        return replace(Block.asm(text, name), func="f", func_bytes=size)
+
+    a = owned("adds r0, #1\nadds r1, #1", "a", 201)  # 4 B
+    b = owned("cmp r0, #0\nble .Lx {taken}", "b", 201)  # 4 B, one jump
+    c = owned("adds r2, #1", "c", 201)  # 2 B
+    d = Block.asm("adds r3, #1", "d")
+    cs = compile_program(Program([a, b, c, d]), BASES)
+    addr = [int(x) for x in cs.blk_code[:, 0]]
+    share = (201 - 10) // 3 // 2 * 2  # 62 bytes of the function after each block
+    assert addr[1] - addr[0] == 4 + share
+    assert addr[2] - addr[1] == 4 + max(share, JUMP_GAP)
+    assert addr[3] - addr[2] == 2 + share
+    small = [replace(x, func_bytes=12) for x in (a, b, c)]  # no cold bytes: as unsized
+    cs = compile_program(Program([*small, d]), BASES)
+    addr = [int(x) for x in cs.blk_code[:, 0]]
+    assert [y - x for x, y in zip(addr, addr[1:], strict=False)] == [4, 4 + JUMP_GAP, 2]
+
+
+def test_arm_convolve_s8_spans_its_compiled_size():
+    """The per-pixel code of arm_convolve_s8 (kernels/schedules/code_sizes.toml) takes the
+    compiled function's bytes, not its executed bytes packed: each of its blocks is followed
+    by its share of the function's unexecuted bytes (callees may sit in between, as first
+    executed), so its blocks with their gaps add up to the function's size."""
+    from mcusim.isa.addresses import JUMP_GAP
+    from mcusim.kernels.schedules.code_sizes import function_bytes
+
+    g, op = conv_graph(12, 12, 3, 8, 3, stride=2)  # vww's first layer, smaller
+    cs = compile_program(schedule_for("armv7em-dsp", g, op), BASES)
+    starts = sorted(
+        {int(a) for a in cs.blk_code[:, 0]} | {int(cs.blk_code[:, 0].min()) + cs.code_bytes}
+    )
+    conv = {}
+    for (a, n), name in zip(cs.blk_code.tolist(), cs.block_names, strict=True):
+        if name.startswith("conv_"):
+            conv[a] = n
+    taken = {a: starts[starts.index(a) + 1] - a for a in conv}  # own bytes + the gap after
+    size = function_bytes("armv7em-dsp", "arm_convolve_s8")
+    assert size > 2 * sum(conv.values())
+    assert size - 2 * len(conv) <= sum(taken.values()) <= size + JUMP_GAP * len(conv)
+
+
 def _layer(kind):
     from test_schedules_m4 import _unary_graph
 

@@ -24,6 +24,7 @@ import numpy as np
 from mcusim.graph import Graph, Op
 from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
+from .code_sizes import ARMV7EM_DSP, owned
 from .common import (
     Geom,
     PixelWalk,
@@ -209,7 +210,7 @@ blt    .Lpixels
 @cache
 def _blocks():
     b = Block.asm
-    return {
+    conv = {
         "entry": b(CONV_ENTRY, "conv_entry"),
         "exit": b(CONV_EXIT, "conv_exit"),
         "pixel": b(PIXEL_SETUP, "conv_pixel_setup"),
@@ -220,13 +221,19 @@ def _blocks():
         "tap_end": b(TAP_END, "conv_tap_end"),
         "row_next": b(TAP_ROW_NEXT, "conv_tap_row_next"),
         "row_last": b(TAP_ROW_LAST, "conv_tap_row_last"),
+        "pixel_end": b(PIXEL_END, "conv_pixel_end"),
+        "pair_args": b(PAIR_ARGS, "conv_pair_args"),
+        "pair_end": b(PAIR_END, "conv_pair_end"),
+    }
+    widen = {
         "s16_call": b(S16_CALL, "s8_to_s16_entry"),
         "s16_inner": b(S16_INNER, "s8_to_s16_loop"),
         "s16_tail": b(S16_TAIL, "s8_to_s16_tail"),
         "s16_ret": b(S16_RET, "s8_to_s16_ret"),
-        "pixel_end": b(PIXEL_END, "conv_pixel_end"),
-        "pair_args": b(PAIR_ARGS, "conv_pair_args"),
-        "pair_end": b(PAIR_END, "conv_pair_end"),
+    }
+    return {
+        **owned(ARMV7EM_DSP, "arm_convolve_s8", conv),
+        **owned(ARMV7EM_DSP, "arm_s8_to_s16_unordered_with_offset", widen),
         "row_end_1x1": b("adds r4, #1\ncmp r4, r5\nblt .Lrows", "conv1x1_row_end"),
     }
 

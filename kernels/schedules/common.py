@@ -17,6 +17,8 @@ from mcusim.graph import Graph, Op, Tensor
 from mcusim.isa.schedule import Block, Loop
 from mcusim.ops import conv_padding
 
+from .code_sizes import ARMV7EM_DSP, owned
+
 # --- arm_nn_requantize (default build: doubling-high-mult without saturation, then
 # rounding divide by power of two), per output, value in r0, multiplier r1, shift r2.
 REQUANT_TEXT = """
@@ -146,10 +148,14 @@ def gcc_requant_text(src: str, params: str = "post", reload_clamp: bool = True) 
 
 
 @cache
-def gcc_out_block(src: str = "r8", params: str = "post", reload_clamp: bool = True) -> Block:
-    """Block of :func:`gcc_requant_text` (cached: one code address per variant)."""
+def gcc_out_block(
+    src: str = "r8", params: str = "post", reload_clamp: bool = True, func: str = ""
+) -> Block:
+    """Block of :func:`gcc_requant_text` (cached: one code address per variant); with
+    ``func`` the copy inlined in that Armv7E-M library function (code_sizes.py)."""
     name = f"gcc_requant_{params}" + ("" if reload_clamp else "_live")
-    return Block.asm(gcc_requant_text(src, params, reload_clamp), name)
+    blk = Block.asm(gcc_requant_text(src, params, reload_clamp), name)
+    return owned(ARMV7EM_DSP, func, {name: blk})[name] if func else blk
 
 
 @cache
