@@ -151,7 +151,7 @@ def test_fixed_point_shortcut_on_real_layers_with_an_uncached_arena():
     prog = schedule_for("armv7em-dsp", g, op)
     bases = {
         t: global_address(1, 0x4000 * (k + 1))
-        for k, t in enumerate(("input", "output", "scratch", "stack", "qparams"))
+        for k, t in enumerate(("input", "output", "scratch", "stack", "qparams", "qmult"))
     }
     bases.update(
         {t: global_address(0, 0x4000 * (k + 1)) for k, t in enumerate(("weights", "bias", "const"))}
@@ -205,7 +205,7 @@ def test_shortcuts_with_a_flash_accelerator_equal_the_reference(l1):
         schedule_for("armv7em-dsp", g, op),
         {
             **{t: global_address(1, 0x4000 * (k + 1)) for k, t in
-               enumerate(("input", "output", "scratch", "stack", "qparams"))},
+               enumerate(("input", "output", "scratch", "stack", "qparams", "qmult"))},
             **{t: global_address(0, 0x8000 * (k + 1)) for k, t in
                enumerate(("weights", "bias", "const"))},
         },
@@ -277,7 +277,7 @@ def test_immediate_l1d_lookups_equal_the_queued_path(
         schedule_for("armv7em-dsp", g, op),
         {
             **{t: global_address(1, 0x4000 * (k + 1)) for k, t in
-               enumerate(("input", "output", "scratch", "stack", "qparams"))},
+               enumerate(("input", "output", "scratch", "stack", "qparams", "qmult"))},
             **{t: global_address(0, 0x8000 * (k + 1)) for k, t in
                enumerate(("weights", "bias", "const"))},
         },
@@ -332,7 +332,7 @@ def _layer_stream(shape: str, skew: int):
         schedule_for("armv7em-dsp", g, op),
         {
             **{t: global_address(1, 0x4000 * (k + 1) + skew) for k, t in
-               enumerate(("input", "output", "scratch", "stack", "qparams"))},
+               enumerate(("input", "output", "scratch", "stack", "qparams", "qmult"))},
             **{t: global_address(0, 0x8000 * (k + 1) + skew) for k, t in
                enumerate(("weights", "bias", "const"))},
         },
