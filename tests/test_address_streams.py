@@ -399,6 +399,21 @@ def test_armv6m_conv_stream():
     assert [a for a, _, _ in s["qmult"]] == [QM, QM + 4, QM + 4, QM] * 2
 
 
+def test_threshold_stream_keeps_its_per_output_step():
+    """Thresholds are not a (multiplier, shift) pair: one array of 2^N - 1 int32 per
+    channel through the "qparams" pointer, 4 bytes a threshold. W2A2 with 2-bit outputs
+    (cmix kernel, Cortex-M4): the binary search reads thresholds 1 then 0 of an output's
+    row, the row pointer moves 3 x 4 bytes per output, each pass (2 columns x 4 channels)
+    starts from the array's start; nothing is read through the multipliers' stream."""
+    from test_schedules_cmix import mac_graph
+
+    g, op = mac_graph("W2A2", h=4, w=4, cin=16, cout=4, thresholds=True)
+    s = streams(schedule_for("cortex-m4", g, op))
+    per_pass = [Q + 12 * j + d for j in range(8) for d in (4, 0)]
+    assert [(a, n) for a, n, _ in s["qparams"]] == [(a, 4) for a in per_pass] * 8
+    assert not s["qmult"]
+
+
 def _other_layer(kind):
     from test_schedules_m4 import _unary_graph
 
