@@ -157,10 +157,8 @@ def _left_out(note: str) -> str:
         """
 ldr    r3, [sp, #20]
 vldrw.u32 q2, [r3], #16 {qmult}       ; 4 multipliers
+vldrw.u32 q3, [r6], #16 {qparams}     ; 4 shifts (r6: free in the leftover path)
 str    r3, [sp, #20]
-ldr    r3, [sp, #24]
-vldrw.u32 q3, [r3], #16 {qparams}     ; 4 shifts
-str    r3, [sp, #24]
 vmov.i32 q0, #0
 """
         + requant_mve_32x4("q6", "q2", "q3", "q0", "q4", "q0")

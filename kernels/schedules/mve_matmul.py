@@ -21,17 +21,21 @@ from mcusim.isa.schedule import Loop, Rewind
 from .common import REQUANT_TEXT, qparam_rules
 from .mve_common import SCALAR_OUT, block, offset_clamp, requant_mve, requant_mve_32x4, tp_loop
 
+# The per-channel multipliers ("qmult") and shifts ("qparams") are two arrays: the shifts
+# go through their own running pointer, kept in ip (r12), free where they are loaded (the
+# accumulators it held are in Q1 by then; register choices plausible, not exact).
+
 # ------------------------------------------------------------------ mat_mult_nt_t_s8
 NT_ENTRY = """
 push   {r4, r5, r6, r7, r8, r9, r10, r11, lr}
 vpush  {d8, d9, d10, d11, d12, d13, d14, d15}
-sub    sp, #44
-ldr    r9, [sp, #152]                 ; dst_offset
-ldr    r10, [sp, #160]                ; activation_max
+sub    sp, #36
+ldr    r9, [sp, #144]                 ; dst_offset
+ldr    r10, [sp, #152]                ; activation_max
 vdup.32 q6, r10
-ldr    r3, [sp, #156]
+ldr    r3, [sp, #148]
 vdup.32 q5, r3                        ; activation_min
-ldr    r3, [sp, #164]                 ; row_address_offset
+ldr    r3, [sp, #156]                 ; row_address_offset
 movs   r4, #0
 vmov   q7[2], q7[0], r4, r3           ; scatter offsets {0, off, 2off, 3off}
 lsls   r5, r3, #1
@@ -40,13 +44,13 @@ add    r4, r3, r3
 vmov   q7[3], q7[1], r3, r5
 """
 NT_EXIT = """
-add    sp, #44
+add    sp, #36
 vpop   {d8, d9, d10, d11, d12, d13, d14, d15}
 pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}
 """
 # per group of 4 LHS rows: row pointers
 NT_QUAD_SETUP = """
-ldr    r3, [sp, #168]                 ; lhs_cols_offset
+ldr    r3, [sp, #160]                 ; lhs_cols_offset
 ldr    r4, [sp, #4]                   ; lhs
 add    r5, r4, r3
 add    r6, r5, r3
@@ -93,7 +97,7 @@ NT_CH_EPILOGUE = (
     """
 vmov   q1[2], q1[0], r11, r3
 vmov   q1[3], q1[1], r12, r2
-ldr    r3, [sp, #176]                 ; lhs_offset
+ldr    r3, [sp, #168]                 ; lhs_offset
 mul    r8, r8, r3                     ; sum(w) * lhs_offset
 ldr    r3, [sp, #20]
 ldr    r2, [r3], #4    {bias}
@@ -102,10 +106,8 @@ add    r8, r8, r2
 vadd.i32 q1, q1, r8
 ldr    r3, [sp, #24]
 ldr    r1, [r3], #4    {qmult}           ; multiplier[i]
+ldr    r2, [ip], #4    {qparams}         ; shift[i]
 str    r3, [sp, #24]
-ldr    r3, [sp, #36]
-ldr    r2, [r3], #4    {qparams}         ; shift[i]
-str    r3, [sp, #36]
 """
     + requant_mve()
     + offset_clamp()
@@ -123,12 +125,12 @@ blt    .Lnt_ch
 """
 )
 NT_QUAD_END = """
-ldr    r3, [sp, #168]
+ldr    r3, [sp, #160]
 ldr    r4, [sp, #4]
 add    r4, r4, r3, lsl #2             ; lhs += 4 * lhs_cols_offset
 str    r4, [sp, #4]
 ldr    r3, [sp, #28]
-ldr    r2, [sp, #164]
+ldr    r2, [sp, #156]
 ldr    r1, [sp, #32]
 add    r3, r3, r2, lsl #2
 subs   r3, r3, r1                     ; dst += 4 * row_address_offset - rhs_rows
@@ -163,7 +165,7 @@ letp   lr, .Lnt1_inner
 
 
 NT_ROW1_ACC = """
-ldr    r3, [sp, #176]
+ldr    r3, [sp, #168]
 mla    r11, r8, r3, r11               ; acc + sum(w) * lhs_offset
 ldr    r3, [sp, #20]
 ldr    r2, [r3], #4    {bias}
@@ -178,10 +180,8 @@ NT_ROW1_QUAD_OUT = (
 vldrw.u32 q1, [sp]
 ldr    r3, [sp, #24]
 vldrw.u32 q2, [r3], #16 {qmult}         ; 4 multipliers
+vldrw.u32 q3, [ip], #16 {qparams}       ; 4 shifts
 str    r3, [sp, #24]
-ldr    r3, [sp, #36]
-vldrw.u32 q3, [r3], #16 {qparams}       ; 4 shifts
-str    r3, [sp, #36]
 vmov.i32 q0, #0
 """
     + requant_mve_32x4()
@@ -206,7 +206,7 @@ NT_ROW1_TAIL_OUT = (
     + "adds r6, #1\n"
 )
 NT_ROW_NEXT = """
-ldr    r3, [sp, #168]
+ldr    r3, [sp, #160]
 ldr    r4, [sp, #4]
 add    r4, r4, r3
 str    r4, [sp, #4]
@@ -339,13 +339,13 @@ def mat_mult_nt_t_s8_mve(
 VM_ENTRY = """
 push   {r4, r5, r6, r7, r8, r9, r10, r11, lr}
 vpush  {d8, d9, d10, d11, d12, d13, d14, d15}
-sub    sp, #36
-ldr    r9, [sp, #144]                 ; dst_offset
-ldr    r10, [sp, #160]                ; activation_max
+sub    sp, #28
+ldr    r9, [sp, #136]                 ; dst_offset
+ldr    r10, [sp, #152]                ; activation_max
 vdup.32 q6, r10
-ldr    r3, [sp, #156]
+ldr    r3, [sp, #148]
 vdup.32 q5, r3
-ldr    r3, [sp, #164]                 ; address_offset
+ldr    r3, [sp, #156]                 ; address_offset
 movs   r4, #0
 vmov   q7[2], q7[0], r4, r3
 lsls   r5, r3, #1
@@ -353,7 +353,7 @@ add    r5, r5, r3
 vmov   q7[3], q7[1], r3, r5
 """
 VM_EXIT = """
-add    sp, #36
+add    sp, #28
 vpop   {d8, d9, d10, d11, d12, d13, d14, d15}
 pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}
 """
@@ -399,16 +399,14 @@ vldrbt.s8 q0, [r0], #16 {{input}}{note}
 
 
 VM_PARAMS = """
-ldr    r1, [sp, #148]                 ; dst_multiplier
-ldr    r2, [sp, #152]                 ; dst_shift"""
+ldr    r1, [sp, #140]                 ; dst_multiplier
+ldr    r2, [sp, #144]                 ; dst_shift"""
 # arm_nn_vec_mat_mult_t_per_ch_s8: *dst_multiplier++, *dst_shift++ (one pair per pass)
 VM_PARAMS_PC = """
 ldr    r3, [sp, #24]
 ldr    r1, [r3], #4    {qmult}          ; *dst_multiplier++
-str    r3, [sp, #24]
-ldr    r3, [sp, #28]
-ldr    r2, [r3], #4    {qparams}        ; *dst_shift++
-str    r3, [sp, #28]"""
+ldr    r2, [ip], #4    {qparams}        ; *dst_shift++
+str    r3, [sp, #24]"""
 
 VM_ROW4_OUT = (
     """
@@ -421,7 +419,7 @@ vmov   q1[3], q1[1], r11, r2
     + """
 ldr    r3, [sp, #20]                  ; dst
 vstrb.32 q1, [r3, q7] {output}
-ldr    r2, [sp, #164]
+ldr    r2, [sp, #156]
 add    r3, r3, r2, lsl #2
 str    r3, [sp, #20]
 ldr    r3, [sp]
@@ -431,7 +429,7 @@ bne    .Lvm_rows4
 """
 )
 VM_WSUM_OUT = """
-ldr    r3, [sp, #168]                 ; rhs_offset
+ldr    r3, [sp, #160]                 ; rhs_offset
 mul    r10, r10, r3
 vadd.i32 q1, q1, r10                  ; + lhs_sum * rhs_offset
 """
@@ -473,7 +471,7 @@ vldrbt.s8 q0, [r0], #16 {{input}}{note}
 
 
 VM_ROW1_OUT = (
-    "mov r0, r8\nldr r3, [sp, #168]\nmla r0, r10, r3, r0\n{params}\n"
+    "mov r0, r8\nldr r3, [sp, #160]\nmla r0, r10, r3, r0\n{params}\n"
     + REQUANT_TEXT
     + SCALAR_OUT
     + "subs r6, #1\nbne .Lvm_rows1\n"

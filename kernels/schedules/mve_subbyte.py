@@ -158,10 +158,10 @@ def epilogue_text(p: Prec, rows: int) -> str:
         t += "str    r4, [sp, #40]\n"
         src = "q3"
     else:
-        # multipliers and shifts through their own pointers (the shifts' in the slot
-        # the thresholds row pointer has in the thresholds build)
-        t += "ldr    r4, [sp, #44]\nldr    r1, [r4], #4    {qmult}\nstr    r4, [sp, #44]\n"
-        t += "ldr    r4, [sp, #40]\nldr    r9, [r4], #4    {qparams}\nstr    r4, [sp, #40]\n"
+        # multipliers and shifts: two arrays, the shifts' running pointer in ip (free
+        # here: its accumulator is in Q1)
+        t += "ldr    r4, [sp, #44]\nldr    r1, [r4], #4    {qmult}\n"
+        t += "ldr    r9, [ip], #4     {qparams}\nstr    r4, [sp, #44]\n"
         t += requant_mve(q="q1", mult="r1", shift="r9")
         t += "ldr    r4, [sp, #60]\nvadd.i32 q1, q1, r4                ; + output offset\n"
         t += "ldr    r4, [sp, #64]\nvdup.32 q5, r4\nldr    r4, [sp, #68]\nvdup.32 q6, r4\n"
