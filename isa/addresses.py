@@ -2,10 +2,10 @@
 
 Address model (docs/cost-model.md, "Caches"):
 
-* every stream tag (input, input2, output, weights, bias, const, scratch, stack) is one
-  pointer; a load/store touches ``pointer + offset`` where the offset is the immediate
-  (pre-indexed/offset forms), 0 (post-indexed forms), or a register value given by
-  ``Loop.regs`` / ``Program.regs`` (``ldr r5, [r1, r2]``; unknown registers count as 0);
+* every stream tag (input, input2, output, weights, bias, const, scratch, stack, qparams,
+  qmult) is one pointer; a load/store touches ``pointer + offset`` where the offset is the
+  immediate (pre-indexed/offset forms), 0 (post-indexed forms), or a register value given
+  by ``Loop.regs`` / ``Program.regs`` (``ldr r5, [r1, r2]``; unknown registers count as 0);
 * writeback (post-increment, ``[rn, #i]!``, ``ldm rn!``, push/pop) moves the pointer by the
   instruction's writeback amount; an ``add``/``sub`` of an immediate (or of a register with
   a known value, optionally ``lsl #n``) to a register that the same block uses as the base

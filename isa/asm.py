@@ -23,8 +23,11 @@ from importlib import resources
 
 from mcusim.errors import UserError
 
+# "qparams": per-channel shifts (and thresholds); "qmult": per-channel multipliers, their
+# own int32 array as TFLite Micro keeps it (a separate address stream)
 STREAM_TAGS = (
     "input", "input2", "output", "weights", "bias", "const", "scratch", "stack", "qparams",
+    "qmult",
 )  # fmt: skip
 CONDITIONS = ("eq ne cs hs cc lo mi pl vs vc hi ls ge lt gt le al").split()
 

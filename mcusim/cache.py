@@ -2248,9 +2248,17 @@ def layer_bases(graph, plan, device, code_bytes: int, i: int) -> dict[str, tuple
             b[tag] = first or (at_const(end_const), 0)
     key = f"qparams:{i}"
     q = plan.offsets.get(key)
-    b["qparams"] = (
-        (at_arena(q), plan.persistent[key]) if q is not None else (at_arena(plan.peak_bytes), 0)
-    )
+    if q is None:
+        b["qparams"] = b["qmult"] = (at_arena(plan.peak_bytes), 0)
+    elif getattr(op.attrs, "requant", "fixed_point") == "thresholds":
+        b["qparams"] = (at_arena(q), plan.persistent[key])  # thresholds: no multipliers
+        b["qmult"] = (at_arena(q), 0)
+    else:
+        # TFLite Micro allocates the multipliers first from the arena's tail downwards,
+        # then the shifts: shifts at the buffer's start, multipliers 4 * C bytes above
+        half = plan.persistent[key] // 2
+        b["qparams"] = (at_arena(q), half)
+        b["qmult"] = (at_arena(q + half), half)
     return b
 
 
@@ -2261,8 +2269,9 @@ def stream_bases(graph, plan, device, code_bytes: int) -> list[dict[str, tuple[i
     Activations (input, input2, output) and scratch sit at their arena-plan offsets in the
     arena memory; constant tensors are laid out in op order (16-byte aligned) in the
     constants memory (after the code if code shares it); the per-channel requantization
-    parameters of each MAC op (the "qparams" stream) are the arena plan's persistent
-    buffers at the arena's tail, as TFLite Micro allocates them at init; literal pools
+    parameters of each MAC op (the "qparams" stream: shifts or thresholds; "qmult":
+    multipliers) are the arena plan's persistent buffers at the arena's tail, as TFLite
+    Micro allocates them at init (two int32 arrays, 4 * C bytes apart); literal pools
     ("const" of a MAC op) point past the constants; the stack pointer starts
     ``STACK_HEADROOM`` bytes below the top of the arena memory."""
     return [layer_bases(graph, plan, device, code_bytes, i) for i in range(len(graph.ops))]

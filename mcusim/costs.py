@@ -41,6 +41,7 @@ STREAM_ROLE = {
     # per-channel requantization parameters / thresholds the runtime prepares at init
     # (TFLite Micro: persistent buffers at the tail of the arena)
     "qparams": "arena",
+    "qmult": "arena",  # the multipliers: an array of their own next to the shifts
 }
 
 

@@ -63,9 +63,10 @@ def lifetimes(graph: Graph, scratch: dict[int, int] | None = None) -> list[Buffe
 
 
 def qparam_buffers(graph: Graph, ops=None) -> dict[str, int]:
-    """The persistent requantization buffers of the MAC ops (``qparams:<op index>``): int32
-    multiplier + int32 shift per output channel, what CMSIS-NN kernels read through
-    TFLite Micro's per-channel arrays (and the schedules' "qparams" stream addresses).
+    """The persistent requantization buffers of the MAC ops (``qparams:<op index>``): an
+    int32 multiplier and an int32 shift per output channel, TFLite Micro's two per-channel
+    arrays (4 * C bytes each) that CMSIS-NN kernels read: the schedules' "qmult" stream
+    (multipliers) and "qparams" stream (shifts), mcusim.cache.layer_bases places both.
     Conv and depthwise always have them (TFLite Micro allocates them per channel even for
     per-tensor weights); a per-tensor FC keeps one pair in its op data instead.
     ``ops``: the op indices that run on the CPU (None: all)."""

@@ -17,7 +17,7 @@ from mcusim.isa.schedule import Block, Loop, Program, Rewind
 from mcusim.isa.timing import core_timing
 from mcusim.kernels.schedules import schedule_for
 
-X, Y, S, W, B, Q, SP = 0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x6000, 0x8000
+X, Y, S, W, B, Q, SP, QM = 0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x6000, 0x8000, 0x9000
 BASES = {
     "input": X,
     "output": Y,
@@ -25,7 +25,8 @@ BASES = {
     "weights": W,
     "bias": B,
     "const": 0x7000,
-    "qparams": Q,
+    "qparams": Q,  # shifts
+    "qmult": QM,  # multipliers
     "stack": SP,
 }
 
@@ -381,10 +382,12 @@ def test_mve_conv_stream():
     one = [(S + 64 * j + 16 * r, 16) for j in range(9) for r in range(4)]
     assert reads == one * 2
     assert {a + i for a, n in one for i in range(n)} == set(range(S, S + 576))
-    # bias / multiplier per channel; the scatter store of 4 pixels' bytes is one 4-byte
-    # access at the first pixel's output of that channel
+    # bias, multiplier and shift per channel (each through its own array); the scatter
+    # store of 4 pixels' bytes is one 4-byte access at the first pixel's output of that
+    # channel
     assert [a for a, _, _ in s["bias"]] == [B, B + 4]
-    assert [a for a, _, _ in s["qparams"]][::2] == [Q, Q + 4]
+    assert [a for a, _, _ in s["qmult"]] == [QM, QM + 4]
+    assert [a for a, _, _ in s["qparams"]] == [Q, Q + 4]
     assert [(a, n, w) for a, n, w in s["output"]] == [(Y, 4, True), (Y + 1, 4, True)]
 
 
@@ -439,10 +442,26 @@ def test_armv6m_conv_stream():
     # ch 1), r0 (pixel 0, ch 0); pixel 1 one output row (2 bytes) on; pairs 4 bytes apart
     o = [Y + 4 * k + d for k in range(2) for d in (2, 1, 3, 0)]
     assert [(a, n, w) for a, n, w in s["output"]] == [(a, 1, True) for a in o]
-    # bias: the pair's two words; parameters: 8 bytes per channel (shift, multiplier
-    # through pointers the C code does not move: one folded 8-byte step per channel)
+    # bias: the pair's two words; shift and multiplier of each output's channel from
+    # their two arrays (pointers the C code does not move: 4 bytes a channel each)
     assert [a for a, _, _ in s["bias"]] == [B, B + 4] * 2
-    assert [a for a, _, _ in s["qparams"]] == [Q, Q, Q + 8, Q + 8, Q + 8, Q + 8, Q, Q] * 2
+    assert [a for a, _, _ in s["qparams"]] == [Q, Q + 4, Q + 4, Q] * 2
+    assert [a for a, _, _ in s["qmult"]] == [QM, QM + 4, QM + 4, QM] * 2
+
+
+def test_threshold_stream_keeps_its_per_output_step():
+    """Thresholds are not a (multiplier, shift) pair: one array of 2^N - 1 int32 per
+    channel through the "qparams" pointer, 4 bytes a threshold. W2A2 with 2-bit outputs
+    (cmix kernel, Cortex-M4): the binary search reads thresholds 1 then 0 of an output's
+    row, the row pointer moves 3 x 4 bytes per output, each pass (2 columns x 4 channels)
+    starts from the array's start; nothing is read through the multipliers' stream."""
+    from test_schedules_cmix import mac_graph
+
+    g, op = mac_graph("W2A2", h=4, w=4, cin=16, cout=4, thresholds=True)
+    s = streams(schedule_for("cortex-m4", g, op))
+    per_pass = [Q + 12 * j + d for j in range(8) for d in (4, 0)]
+    assert [(a, n) for a, n, _ in s["qparams"]] == [(a, 4) for a in per_pass] * 8
+    assert not s["qmult"]
 
 
 def _other_layer(kind):
@@ -500,8 +519,8 @@ _OTHER = [
 @pytest.mark.parametrize(("isa", "kind", "full"), _OTHER, ids=[f"{i}-{k}" for i, k, _ in _OTHER])
 def test_mve_and_armv6m_streams_stay_inside_their_buffers(isa, kind, full):
     """Every access of these MVE / Armv6-M kernels stays inside its tensor, scratch
-    buffer (the kernel's get_buffer_size) and per-channel parameters (8 bytes per
-    channel); the tags in ``full`` are touched byte for byte. One exception, real
+    buffer (the kernel's get_buffer_size) and per-channel parameters (two arrays, 4
+    bytes per channel each); the tags in ``full`` are touched byte for byte. One exception, real
     behaviour of the MVE arm_nn_mat_mult_nt_t_s8: its software-pipelined weight load
     of the last iteration reads one vector past the last filter row."""
     from mcusim.kernels.schedules.buffers import scratch_bytes
@@ -513,7 +532,7 @@ def test_mve_and_armv6m_streams_stay_inside_their_buffers(isa, kind, full):
     if len(op.inputs) > 1:
         size["weights"] = g.tensor(op.inputs[1]).nbytes
         size["bias"] = g.tensor(op.inputs[2]).nbytes
-        size["qparams"] = 8 * int(g.tensor(op.outputs[0]).shape[-1])
+        size["qparams"] = size["qmult"] = 4 * int(g.tensor(op.outputs[0]).shape[-1])
     size["scratch"] = scratch_bytes(g, op, p)
     overread = "mat_mult_nt_t_s8 (MVE)" in p.kernel
     for tag, n in size.items():

@@ -208,7 +208,7 @@ def test_against_reference_on_a_conv_layer_stream():
     g, op = conv_graph(8, 8, 8, 6, 3)
     prog = schedule_for("armv7em-dsp", g, op)
     mem = _mem("ram")
-    tags = ("input", "output", "scratch", "weights", "bias", "const", "qparams", "stack")
+    tags = ("input", "output", "scratch", "weights", "bias", "const", "qparams", "stack", "qmult")
     bases = {t: global_address(0, 0x2000 * (i + 1)) for i, t in enumerate(tags)}
     cs = compile_program(prog, bases)
     d = CacheConfig(512, 2, 32, "lru")
@@ -238,7 +238,7 @@ def test_flash_accelerator_behind_l1_and_alone():
     flash = _mem("flash", "flash", cached=True, acc=acc)
     prog_items = conv_graph(6, 6, 4, 4, 1, padding="valid")
     prog = schedule_for("armv7em-dsp", *prog_items)
-    tags = ("input", "output", "scratch", "weights", "bias", "const", "qparams", "stack")
+    tags = ("input", "output", "scratch", "weights", "bias", "const", "qparams", "stack", "qmult")
     bases = {t: global_address(0, 0x4000 * (k + 1)) for k, t in enumerate(tags)}
     cs = compile_program(prog, bases)
     d = CacheConfig(256, 2, 32)

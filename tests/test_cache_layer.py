@@ -8,6 +8,7 @@ import pytest
 
 from mcusim.cache import layer_bases, simulate_layer, simulate_model, stream_bases
 from mcusim.devices.loader import load_device
+from mcusim.isa.addresses import memory_of
 from mcusim.isa.schedule import Program
 
 
@@ -151,7 +152,7 @@ def test_fixed_point_shortcut_on_real_layers_with_an_uncached_arena():
     prog = schedule_for("armv7em-dsp", g, op)
     bases = {
         t: global_address(1, 0x4000 * (k + 1))
-        for k, t in enumerate(("input", "output", "scratch", "stack", "qparams"))
+        for k, t in enumerate(("input", "output", "scratch", "stack", "qparams", "qmult"))
     }
     bases.update(
         {t: global_address(0, 0x4000 * (k + 1)) for k, t in enumerate(("weights", "bias", "const"))}
@@ -205,7 +206,7 @@ def test_shortcuts_with_a_flash_accelerator_equal_the_reference(l1):
         schedule_for("armv7em-dsp", g, op),
         {
             **{t: global_address(1, 0x4000 * (k + 1)) for k, t in
-               enumerate(("input", "output", "scratch", "stack", "qparams"))},
+               enumerate(("input", "output", "scratch", "stack", "qparams", "qmult"))},
             **{t: global_address(0, 0x8000 * (k + 1)) for k, t in
                enumerate(("weights", "bias", "const"))},
         },
@@ -277,7 +278,7 @@ def test_immediate_l1d_lookups_equal_the_queued_path(
         schedule_for("armv7em-dsp", g, op),
         {
             **{t: global_address(1, 0x4000 * (k + 1)) for k, t in
-               enumerate(("input", "output", "scratch", "stack", "qparams"))},
+               enumerate(("input", "output", "scratch", "stack", "qparams", "qmult"))},
             **{t: global_address(0, 0x8000 * (k + 1)) for k, t in
                enumerate(("weights", "bias", "const"))},
         },
@@ -332,7 +333,7 @@ def _layer_stream(shape: str, skew: int):
         schedule_for("armv7em-dsp", g, op),
         {
             **{t: global_address(1, 0x4000 * (k + 1) + skew) for k, t in
-               enumerate(("input", "output", "scratch", "stack", "qparams"))},
+               enumerate(("input", "output", "scratch", "stack", "qparams", "qmult"))},
             **{t: global_address(0, 0x8000 * (k + 1) + skew) for k, t in
                enumerate(("weights", "bias", "const"))},
         },
@@ -403,3 +404,70 @@ def test_whole_iteration_shortcuts_equal_the_reference():
     assert (int(dc[0]), int(dc[1]), int(dc[2])) == (rd.hits, rd.misses, rd.writebacks)
     assert (int(ic[0]), int(ic[1])) == (ri.hits, ri.misses)
     assert MEM_SHIFT > 32
+
+
+# ------------------------------------- the requantization arrays: multipliers and shifts
+def _layer_addresses(g, op, dev):
+    """layer_bases of a one-op graph on ``dev`` (its arena plan with the persistent
+    parameters) and the data addresses its schedule emits, per stream tag."""
+    from collections import defaultdict
+
+    from mcusim.cache import code_size
+    from mcusim.isa.addresses import compile_programs, expand
+    from mcusim.memory_plan import plan_arena, qparam_buffers
+    from mcusim.runner import time_op
+
+    tm = time_op(dev, g, op)
+    plan = plan_arena(g, {0: tm.scratch_bytes}, qparam_buffers(g))
+    bases = layer_bases(g, plan, dev, code_size([tm.program]), 0)
+    out = defaultdict(list)
+    for _l, _k, tag, addr, _n, _w, _a in expand(compile_programs([tm.program], [bases])):
+        out[tag].append(addr)
+    return tm, plan, bases, out
+
+
+def test_multipliers_and_shifts_are_two_arrays_a_way_apart_on_the_f746():
+    """TFLite Micro keeps a layer's per-channel multipliers and shifts as two int32
+    arrays, 4 * C bytes apart; with C = 256 that is 1 KB, the way size of the STM32F746's
+    4 KB 4-way D-cache: channel c's multiplier and shift share a cache set (the conflict
+    the firmware has and an interleaved (shift, multiplier) stream never showed)."""
+    from test_schedules_m4 import conv_graph
+
+    c = 256
+    dev = load_device("stm32f746")
+    g, op = conv_graph(6, 6, c, c, 3, depthwise=True)
+    tm, plan, bases, s = _layer_addresses(g, op, dev)
+    assert tm.kernel == "arm_depthwise_conv_3x3_s8"
+    q, n = plan.offsets["qparams:0"], plan.persistent["qparams:0"]
+    assert n == 8 * c  # the plan's buffer holds both arrays
+    shifts, mults = bases["qparams"], bases["qmult"]
+    assert shifts[1] == mults[1] == 4 * c and mults[0] - shifts[0] == 4 * c
+    assert memory_of(shifts[0]) == memory_of(bases["input"][0])  # the arena
+    assert shifts[0] & ((1 << 40) - 1) == dev.memory_for("arena").base_address + q
+    # every output: its channel's shift and multiplier, 4 * C bytes apart, every channel
+    # of both arrays read once per pixel (6 x 6 pixels)
+    qs, qm = s["qparams"], s["qmult"]
+    assert len(qs) == len(qm) == 36 * c
+    assert all(m - a == 4 * c for a, m in zip(qs, qm, strict=True))
+    assert sorted(set(qs)) == [shifts[0] + 4 * ch for ch in range(c)]
+    assert sorted(set(qm)) == [mults[0] + 4 * ch for ch in range(c)]
+    d = dev.core.dcache
+    sets = d.size // (d.ways * d.line_bytes)
+    assert 4 * c == sets * d.line_bytes  # one way: the same set
+    line = d.line_bytes
+    assert all((a // line) % sets == (m // line) % sets for a, m in zip(qs, qm, strict=True))
+
+
+def test_thresholds_keep_the_whole_parameter_buffer():
+    """A thresholds layer has no multipliers: its thresholds ("qparams") keep the plan's
+    whole buffer (not half of it) and nothing reads the multipliers' stream."""
+    from test_schedules_cmix import mac_graph
+
+    dev = load_device("stm32f746")
+    g, op = mac_graph("W2A2", h=4, w=4, cin=16, cout=4, thresholds=True)
+    _tm, plan, bases, s = _layer_addresses(g, op, dev)
+    q0 = plan.offsets["qparams:0"]
+    assert bases["qparams"][1] == plan.persistent["qparams:0"] == 8 * 4
+    assert bases["qparams"][0] & ((1 << 40) - 1) == dev.memory_for("arena").base_address + q0
+    assert bases["qmult"][1] == 0 and not s["qmult"]
+    assert s["qparams"]

@@ -346,11 +346,12 @@ def test_as_run_layout_is_the_twins_buffers():
         names.index(dev.memory_for("arena").name),
     )
     for tag, buf in [("input", "input"), ("output", "output"), ("weights", "weights"),
-                     ("bias", "bias"), ("qparams", "mult")]:  # fmt: skip
+                     ("bias", "bias"), ("qmult", "mult"), ("qparams", "shift")]:  # fmt: skip
         assert bases[tag][0] == device_address(dev, h, run.addrs[buf])
     assert memory_of(bases["weights"][0]) == memory_of(bases["bias"][0]) == flash
     assert memory_of(bases["qparams"][0]) == memory_of(bases["input"][0]) == ram
-    assert bases["weights"][1] == 9 * 64 and bases["qparams"][1] == 4 * 64
+    assert memory_of(bases["qmult"][0]) == ram
+    assert bases["weights"][1] == 9 * 64 and bases["qparams"][1] == bases["qmult"][1] == 4 * 64
     assert code == device_address(dev, h, h.symbol(call.entry) & ~1, fetch=True)
     tm = device_costs(m, dev).timings[i]
     st = simulate_at(tm.program, dev, bases, code)

@@ -225,8 +225,9 @@ def test_convolve_s8_stream_bytes_hand_formula():
     kernel_reads = pairs * (out_c // 2) * 2 * (2 * rhs_cols) + odd * out_c * 2 * rhs_cols
     assert res.stream("scratch").read_bytes == pix * rhs_cols + kernel_reads
     assert res.stream("output").write_bytes == pix * out_c
-    # per-channel multiplier and shift loaded for every output
-    assert res.stream("qparams").read_bytes == pix * out_c * 8
+    # per-channel multiplier and shift loaded for every output, each from its own array
+    assert res.stream("qmult").read_bytes == pix * out_c * 4
+    assert res.stream("qparams").read_bytes == pix * out_c * 4
 
 
 def test_1x1_fast_stream_bytes_hand_formula():
@@ -306,7 +307,7 @@ def test_per_channel_fc_loads_row_params():
     g.tensors["w"].quant = _q(6, axis=0)
     r = M0.time(schedule_for("armv6m", g, op))
     assert r.kernel.startswith("arm_fully_connected_per_channel_s8")
-    assert r.stream("qparams").read_bytes == 6 * 8
+    assert r.stream("qmult").read_bytes == r.stream("qparams").read_bytes == 6 * 4
     assert r.stream("weights").read_bytes == 6 * 32
 
 

@@ -222,7 +222,8 @@ def test_w4a4_conv_stream_bytes_packed():
     assert res.stream("scratch").write_bytes == pix * 2 * k_cols
     assert res.stream("scratch").read_bytes == (pairs * 2 + odd) * (out_c // 2) * 2 * k_cols
     assert res.stream("bias").read_bytes == (pairs + odd) * out_c * 4
-    assert res.stream("qparams").read_bytes == pix * out_c * 8  # multiplier + shift
+    # multiplier and shift: two arrays, 4 bytes per output each
+    assert res.stream("qmult").read_bytes == res.stream("qparams").read_bytes == pix * out_c * 4
     assert res.macs == pix * out_c * k_cols
 
 

@@ -277,8 +277,10 @@ def test_convolve_s8_stream_bytes_hand_formula():
     assert res.stream("scratch").read_bytes == pix * rhs_cols + kernel_reads
     assert res.stream("output").write_bytes == pix * out_c
     assert res.stream("bias").read_bytes == (pairs + odd) * out_c * 4
-    # per-channel multiplier and shift reloaded for every output (int8 stores may alias)
-    assert res.stream("qparams").read_bytes == pix * out_c * 8
+    # per-channel multiplier and shift reloaded for every output (int8 stores may alias),
+    # each from its own array
+    assert res.stream("qmult").read_bytes == pix * out_c * 4
+    assert res.stream("qparams").read_bytes == pix * out_c * 4
 
 
 def test_1x1_fast_stream_bytes_hand_formula():
@@ -393,9 +395,12 @@ def test_per_channel_fc_loads_row_params():
     g.tensors["w"].quant = _q(6, axis=0)
     r = M4.time(schedule_for("armv7em-dsp", g, op))
     assert r.kernel.startswith("arm_fully_connected_per_channel_s8")
-    assert r.stream("qparams").read_bytes == 6 * 8  # multiplier + shift per output row
+    # multiplier and shift per output row, each from its own array
+    assert r.stream("qmult").read_bytes == 6 * 4
+    assert r.stream("qparams").read_bytes == 6 * 4
     g, op = fc_graph(32, 6)
-    assert "qparams" not in M4.time(schedule_for("armv7em-dsp", g, op)).streams
+    streams = M4.time(schedule_for("armv7em-dsp", g, op)).streams
+    assert "qparams" not in streams and "qmult" not in streams
 
 
 def test_non_int8_activations_are_rejected_clearly():

@@ -247,9 +247,10 @@ def test_per_channel_fc_loads_one_param_pair_per_pass():
     g.tensors["w"].quant = _q(6, axis=0)
     res = M55.time(_sched(g, op))
     assert res.kernel.startswith("arm_fully_connected_per_channel_s8")
-    assert res.stream("qparams").read_bytes == 3 * 8
+    assert res.stream("qmult").read_bytes == res.stream("qparams").read_bytes == 3 * 4
     g, op = fc_graph(32, 6)
-    assert "qparams" not in M55.time(_sched(g, op)).streams
+    streams = M55.time(_sched(g, op)).streams
+    assert "qparams" not in streams and "qmult" not in streams
 
 
 def test_depthwise_opt_mve_bytes_and_scratch():

@@ -112,7 +112,8 @@ def test_int8_conv_stream_bytes_by_hand():
     assert s["weights"].read_bytes == pairs * 8 * k
     assert s["scratch"].read_bytes == pairs * 2 * (2 * k)
     assert s["bias"].read_bytes == pairs * 8 * 4
-    assert s["qparams"].read_bytes == pairs * 8 * 2 * 4  # kappa + lambda per channel
+    # kappa (the multiplier, "qmult") and lambda per channel, each from its own array
+    assert s["qmult"].read_bytes == s["qparams"].read_bytes == pairs * 8 * 2 * 2
     assert s["output"].write_bytes == 6 * 6 * 8
     assert prog.macs == 36 * 8 * k and prog.scratch_bytes == 2 * k  # two im2col columns
 

@@ -48,6 +48,7 @@ from .common import (
     memcpy_items,
     memset_items,
     pixels_by,
+    qparam_rules,
     taps_key,
 )
 
@@ -253,7 +254,7 @@ def conv_items(p: Prec, g: Geom) -> list:
                 addr={**walk.rules(classes[n_valid]), "scratch": Rewind(0)},
             )
         )
-    per_pass = {r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")}
+    per_pass = {r: Rewind(0) for r in ("weights", "bias", "scratch")} | qparam_rules()
     body.append(
         Loop(
             "xnor_column_pairs",
@@ -289,7 +290,7 @@ def fc_items(p: Prec, out_f: int, in_f: int, batches: int) -> list:
                 "output": Rewind(2 * out_row),
                 "weights": Rewind(0),
                 "bias": Rewind(0),
-                "qparams": Rewind(0),
+                **qparam_rules(),
             },
         ),
     ]
@@ -435,7 +436,7 @@ def depthwise_items(p: Prec, g: Geom) -> list:
                     **walk.rules(classes[n_valid]),
                     "weights": Rewind(0),
                     "bias": Rewind(0),
-                    "qparams": Rewind(0),
+                    **qparam_rules(),
                 },
             )
         )

@@ -47,6 +47,7 @@ from .common import (
     memcpy_items,
     memset_items,
     pixels_by,
+    qparam_rules,
     requant_out_block,
     taps_key,
 )
@@ -336,7 +337,8 @@ def convolve_s4_items(g: Geom) -> list:
             n_pix // 2,
             [k["pair_args"], *s4s16_kernel_items(g.out_c, rhs_cols), k["pair_end"]],
             addr={
-                **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
+                **{r: Rewind(0) for r in ("weights", "bias", "scratch")},
+                **qparam_rules(),
                 "output": Rewind(2 * g.out_c),
             },
         )
@@ -420,7 +422,7 @@ def mat_mult_nt_t_s4(lhs_rows: int, rhs_rows: int, rhs_cols: int) -> list:
         "nts4_lhs_row_pairs",
         -(-lhs_rows // 2),
         [*pass_, *pass_, k["end"]],  # rows (i, i+2), then the spilled (i+1, i+3)
-        addr={"weights": Rewind(0), "input": Rewind(2 * rhs_cols), "qparams": Rewind(0)},
+        addr={"weights": Rewind(0), "input": Rewind(2 * rhs_cols), **qparam_rules()},
         regs={"r2": packed_bytes(rhs_cols, 4) - 2, "lr": rhs_cols - 4},
     )
     blocks = Loop(
@@ -679,7 +681,7 @@ def cmix_conv_items(p: Prec, g: Geom) -> list:
                 addr={**walk.rules(classes[n_valid]), "scratch": Rewind(0)},
             )
         )
-    per_pass = {r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")}
+    per_pass = {r: Rewind(0) for r in ("weights", "bias", "scratch")} | qparam_rules()
     body.append(
         Loop(
             "cmix_column_pairs",
@@ -762,7 +764,8 @@ def fully_connected_program(graph: Graph, op: Op, cmsis_s4: bool = True) -> Prog
         addr={
             "input": Rewind(2 * row_in),
             "output": Rewind(2 * out_row),
-            **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
+            **{r: Rewind(0) for r in ("weights", "bias", "scratch")},
+            **qparam_rules(),
         },
     )
     items = [kb["entry"], pair]

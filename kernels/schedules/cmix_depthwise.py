@@ -26,7 +26,16 @@ from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
 from .cmix_common import Prec, layer_prec, out_block, packed_bytes
 from .cmix_conv import _rp, q7_to_q15_items
-from .common import Geom, PixelWalk, conv_geom, memset_items, pixels_by, requant_out_block, taps_key
+from .common import (
+    Geom,
+    PixelWalk,
+    conv_geom,
+    memset_items,
+    pixels_by,
+    qparam_rules,
+    requant_out_block,
+    taps_key,
+)
 
 # ------------------------------------------------------------ arm_depthwise_conv_s4_opt
 DW_S4_STEP = (
@@ -215,7 +224,7 @@ def depthwise_s4_items(g: Geom) -> list:
                     "scratch": Rewind(0),
                     "weights": Rewind(0),
                     "bias": Rewind(0),
-                    "qparams": Rewind(0),
+                    **qparam_rules(),
                 },
             )
         )
@@ -416,7 +425,7 @@ def cmix_depthwise_items(p: Prec, g: Geom, mult: int) -> list:
                     **walk.rules(classes[n_valid]),
                     "weights": Rewind(0),
                     "bias": Rewind(0),
-                    "qparams": Rewind(0),
+                    **qparam_rules(),
                 },
             )
         )

@@ -82,7 +82,7 @@ lsls   r0, r0, r3
 REQ_PRE_PC = (
     "ldr    r3, [r5]      {qparams}   ; shift[ch]\n"
     + _REQ_SHIFT
-    + "ldr    r2, [r6]      {qparams}   ; multiplier[ch]\n"
+    + "ldr    r2, [r6]      {qmult}     ; multiplier[ch]\n"
     + "asrs   r1, r0, #31\nasrs   r3, r2, #31\nbl     __aeabi_lmul\n"
 )
 REQ_PRE_PT = (

@@ -40,7 +40,17 @@ from .cmsis_c_matmul import (
     mat_mult_nt_t_s8_c,
 )
 from .cmsis_conv import is_1_x_n, is_1x1
-from .common import Geom, PixelWalk, conv_geom, pixels_by, rows_cols_key, taps_key
+from .common import (
+    QPARAM_TAGS,
+    Geom,
+    PixelWalk,
+    conv_geom,
+    pixels_by,
+    qparam_moves,
+    qparam_rules,
+    rows_cols_key,
+    taps_key,
+)
 from .mve_common import tap_walk
 from .mve_depthwise import _Pos
 
@@ -244,7 +254,8 @@ def convolve_s8_c_items(g: Geom, kernel_ch: int, groups: int) -> list:
             # every pair of columns re-reads all filters, biases and parameters and
             # writes the outputs of the next two pixels
             addr={
-                **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
+                **{r: Rewind(0) for r in ("weights", "bias", "scratch")},
+                **qparam_rules(),
                 "output": Rewind(2 * g.out_c),
             },
         )
@@ -262,7 +273,7 @@ def convolve_s8_c_items(g: Geom, kernel_ch: int, groups: int) -> list:
                     "input": Rewind(kernel_ch),
                     "weights": Rewind(out_ch_g * rhs_cols),
                     "bias": Rewind(4 * out_ch_g),
-                    "qparams": Rewind(8 * out_ch_g),
+                    **qparam_rules(out_ch_g),
                     "output": Rewind(out_ch_g),
                     "scratch": Rewind(0),
                 },
@@ -272,7 +283,8 @@ def convolve_s8_c_items(g: Geom, kernel_ch: int, groups: int) -> list:
     batch = {
         "input": Rewind(g.in_h * g.in_w * g.in_c),
         "output": Rewind(g.out_pixels * g.out_c),
-        **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
+        **{r: Rewind(0) for r in ("weights", "bias", "scratch")},
+        **qparam_rules(),
     }
     return [entry_block(name), Loop("batches", g.batches, body, addr=batch), exit_block(name)]
 
@@ -309,7 +321,8 @@ def conv2d_c_program(graph: Graph, op: Op) -> Program:
                         row_in, every=g.out_h, skip=g.in_h * g.in_w * g.in_c - g.out_h * row_in
                     ),
                     "output": Rewind(g.out_w * g.out_c),
-                    **{r: Rewind(0) for r in ("weights", "bias", "qparams")},
+                    **{r: Rewind(0) for r in ("weights", "bias")},
+                    **qparam_rules(),
                 },
             )
             items = [entry_block("arm_convolve_1x1_s8"), row, exit_block("arm_convolve_1x1_s8")]
@@ -507,7 +520,7 @@ def _dw3_items(g: Geom) -> list:
     # start at the first in-bounds one
     classes = pixels_by(g, rows_cols_key(g))
     walk = PixelWalk(g)
-    nxt = {"output": 1, "qparams": 8}  # the next channel's output and parameters
+    nxt = {"output": 1, **qparam_moves(1)}  # the next channel's output and parameters
     gmoves = _out_moves(out4, [{}, nxt, nxt, nxt])
     pixels: list = []
     for ry, ny in sorted(g.rows_valid().items()):
@@ -540,7 +553,7 @@ def _dw3_items(g: Geom) -> list:
                         "input": Rewind(4),
                         "weights": Rewind(4, start=w0),
                         "output": Rewind(4),
-                        "qparams": Rewind(32),
+                        **qparam_rules(4),
                     },
                     moves=gmoves,
                 ),
@@ -566,14 +579,14 @@ def _dw3_items(g: Geom) -> list:
                         "input": Rewind(1),
                         "weights": Rewind(1, start=0 if groups else w0),
                         "output": Rewind(1),
-                        "qparams": Rewind(8),
+                        **qparam_rules(1),
                     },
                 ),
                 k["pixel_end"],
             ]
             rules = walk.rules(classes[(ry, cx)])
             # every pixel re-reads the filters, biases and parameters from their start
-            rules.update({r: Rewind(0) for r in ("weights", "bias", "qparams")})
+            rules.update({r: Rewind(0) for r in ("weights", "bias")}, **qparam_rules())
             pixels.append(Loop(f"c_dw3_pixels_{ry}x{cx}", ny * nx, body, addr=rules))
     return pixels
 
@@ -740,7 +753,8 @@ def _dwg_items(g: Geom, dilated: bool) -> list:
                 "input": pos.rule("input", n, (y0 * g.in_w + x0) * ic, **elem_in),
                 "weights": pos.rule("weights", n, (kr0 * g.k_w + kc0) * oc, 1, every=oc, skip=-oc),
                 "bias": pos.rule("bias", n, 0, 4, every=oc, skip=-4 * oc),
-                "qparams": pos.rule("qparams", n, 0, 8, every=oc, skip=-8 * oc),
+                # channel by channel through both requantization arrays
+                **{t: pos.rule(t, n, 0, 4, every=oc, skip=-4 * oc) for t in QPARAM_TAGS},
                 # outputs row by row through the class (exact for a rectangle)
                 "output": pos.rule(
                     "output",
@@ -755,7 +769,8 @@ def _dwg_items(g: Geom, dilated: bool) -> list:
     batch = {
         "input": Rewind(g.in_h * g.in_w * ic),
         "output": Rewind(g.out_pixels * oc),
-        **{r: Rewind(0) for r in ("weights", "bias", "qparams")},
+        **{r: Rewind(0) for r in ("weights", "bias")},
+        **qparam_rules(),
     }
     return [Loop("batches", g.batches, items, addr=batch)]
 
@@ -850,7 +865,7 @@ def _dwm4_items(g: Geom, mult: int) -> list:
     # in-bounds tap
     classes = pixels_by(g, rows_cols_key(g))
     walk = PixelWalk(g)
-    nxt = {"output": 1, "qparams": 8}
+    nxt = {"output": 1, **qparam_moves(1)}
     tmoves = _out_moves(out4, [{}, nxt, nxt, nxt])
     for ry, ny in sorted(g.rows_valid().items()):
         for cx, nx in sorted(g.cols_valid().items()):
@@ -885,12 +900,12 @@ def _dwm4_items(g: Geom, mult: int) -> list:
                     "input": Rewind(0, every=mult // 4, skip=1),
                     "weights": Rewind(4, start=(kr0 * g.k_w + kc0) * oc),
                     "output": Rewind(4),
-                    "qparams": Rewind(32),
+                    **qparam_rules(4),
                 },
                 moves=tmoves,
             )
             rules = walk.rules(classes[(ry, cx)])
-            rules.update({r: Rewind(0) for r in ("weights", "bias", "qparams")})
+            rules.update({r: Rewind(0) for r in ("weights", "bias")}, **qparam_rules())
             items.append(Loop(f"c_dwm4_pixels_{ry}x{cx}", ny * nx, [tiles_loop], addr=rules))
     return items
 

@@ -19,6 +19,7 @@ from functools import cache
 from mcusim.isa.schedule import Block, Loop, Rewind
 
 from .cmsis_c_common import requant_out_items
+from .common import QPARAM_TAGS, qparam_moves, qparam_rules
 
 # Address rules (cache model only, docs/cost-model.md "Address streams"). These C loops
 # index their rows with the column counter ([rn, r3]) instead of moving pointers, so the
@@ -26,19 +27,21 @@ from .cmsis_c_common import requant_out_items
 # same tensor through the same counter, the rows fold into one pointer stepping over
 # all of them (the rows are contiguous: the same bytes in another order). The
 # requantization reads a channel's multiplier and shift through pointers it never
-# moves: the per-channel parameters are one 8-byte step per channel of the "qparams"
-# pointer (the same lines as multipliers + shifts). Its store goes through the output
-# pointer without moving it: the caller's loops place it (``moves`` per output block).
+# moves: the per-channel parameters are one 4-byte step per channel of the "qmult"
+# (multipliers) and "qparams" (shifts) pointers, two arrays as TFLite Micro keeps them.
+# Its store goes through the output pointer without moving it: the caller's loops place
+# it (``moves`` per output block).
 
 
 def _out_moves(outs: list, deltas: list[dict]) -> dict:
     """moves for requant_out_items sequences: ``deltas[i]`` before output i's blocks
-    (pre block: "qparams" moves, post block: "output" moves)."""
+    (pre block: the requantization arrays' moves, post block: "output" moves)."""
     mv: dict = {}
     for i, d in enumerate(deltas):
         pre, post = outs[3 * i], outs[3 * i + 2]
-        if d.get("qparams"):
-            mv[pre] = {"qparams": d["qparams"]}
+        q = {t: d[t] for t in QPARAM_TAGS if d.get(t)}
+        if q:
+            mv[pre] = q
         if d.get("output"):
             mv[post] = {"output": d["output"]}
     return mv
@@ -172,9 +175,9 @@ def mat_mult_kernel_s8_s16_c(out_ch: int, cols: int, out_row: int | None = None)
         outs,
         [
             {"output": ob},
-            {"output": 1 - ob, "qparams": 8},
+            {"output": 1 - ob, **qparam_moves(1)},
             {"output": ob},
-            {"output": -ob - 1, "qparams": -8},
+            {"output": -ob - 1, **qparam_moves(-1)},
         ],
     )
     row = Loop(
@@ -196,7 +199,7 @@ def mat_mult_kernel_s8_s16_c(out_ch: int, cols: int, out_row: int | None = None)
             "weights": Rewind(2 * cols),
             "scratch": Rewind(0),
             "output": Rewind(2),
-            "qparams": Rewind(16),
+            **qparam_rules(2),
         },
         moves=moves,
     )
@@ -279,7 +282,7 @@ def leftover_column_c(out_ch: int, cols: int) -> list:
                 "weights": Rewind(cols),
                 "scratch": Rewind(0),
                 "output": Rewind(1),
-                "qparams": Rewind(8),
+                **qparam_rules(1),
             },
         )
     ]
@@ -471,7 +474,7 @@ def mat_mult_nt_t_s8_c(
     # r6 = (row 1, filter 1)
     moves4 = _out_moves(
         out4,
-        [{}, {"output": ob}, {"output": 1 - ob, "qparams": 8}, {"output": ob}],
+        [{}, {"output": ob}, {"output": 1 - ob, **qparam_moves(1)}, {"output": ob}],
     )
     odd2 = [*requant_out_items(True, "r6", "nt"), *requant_out_items(True, "r4", "nt")]
     pair_body = [
@@ -496,7 +499,7 @@ def mat_mult_nt_t_s8_c(
                 "weights": Rewind(0, start=-cols),  # back to the pair's rows after the sums
                 "input": Rewind(2 * lb),
                 "output": Rewind(2 * ob),
-                "qparams": Rewind(0),
+                **qparam_rules(),
             },
             moves=moves4,
         ),
@@ -516,9 +519,9 @@ def mat_mult_nt_t_s8_c(
                 "weights": Rewind(2 * cols),
                 "input": Rewind(0),
                 "output": Rewind(2),
-                "qparams": Rewind(16),
+                **qparam_rules(2),
             },
-            moves=_out_moves(odd2, [{}, {"output": 1, "qparams": 8}]),
+            moves=_out_moves(odd2, [{}, {"output": 1, **qparam_moves(1)}]),
             regs={"r5": cols - 1},
         ),
     ]
@@ -542,7 +545,7 @@ def mat_mult_nt_t_s8_c(
                     "weights": Rewind(0),
                     "input": Rewind(lb),
                     "output": Rewind(ob),
-                    "qparams": Rewind(0),
+                    **qparam_rules(),
                 },
             )
         )
@@ -722,9 +725,11 @@ def vec_mat_mult_t_s8_c(rows: int, cols: int, wofs: bool, per_channel: bool) -> 
                 "weights": Rewind(3 * cols),
                 "input": Rewind(0),
                 "output": Rewind(3),
-                "qparams": Rewind(24),
+                **qparam_rules(3),
             },
-            moves=_out_moves(out3, [{}, {"output": 1, "qparams": 8}, {"output": 1, "qparams": 8}]),
+            moves=_out_moves(
+                out3, [{}, {"output": 1, **qparam_moves(1)}, {"output": 1, **qparam_moves(1)}]
+            ),
         ),
         Loop(
             "c_vm_rows1",
@@ -739,7 +744,7 @@ def vec_mat_mult_t_s8_c(rows: int, cols: int, wofs: bool, per_channel: bool) -> 
                 "weights": Rewind(cols),
                 "input": Rewind(0),
                 "output": Rewind(1),
-                "qparams": Rewind(8),
+                **qparam_rules(1),
             },
         ),
         exit_block(fn),

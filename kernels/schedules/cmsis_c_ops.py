@@ -36,7 +36,15 @@ from .cmsis_c_common import (
     requant_out_items,
 )
 from .cmsis_c_matmul import vec_mat_mult_t_s8_c
-from .common import PixelWalk, per_channel, pixels_by, pool_geom, taps_key, weight_zero_point
+from .common import (
+    PixelWalk,
+    per_channel,
+    pixels_by,
+    pool_geom,
+    qparam_rules,
+    taps_key,
+    weight_zero_point,
+)
 from .mve_common import tap_walk
 
 
@@ -86,7 +94,8 @@ def fully_connected_c_program(graph: Graph, op: Op) -> Program:
             addr={
                 "input": Rewind(in_f),
                 "output": Rewind(out_f),
-                **{r: Rewind(0) for r in ("weights", "bias", "qparams")},
+                **{r: Rewind(0) for r in ("weights", "bias")},
+                **qparam_rules(),
             },
         ),
         exit_block(fn),

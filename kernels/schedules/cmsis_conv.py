@@ -33,6 +33,7 @@ from .common import (
     memcpy_items,
     memset_items,
     pixels_by,
+    qparam_rules,
     taps_key,
 )
 from .matmul import (
@@ -322,7 +323,8 @@ def im2col_first_items(g: Geom, kernel_ch: int, groups: int) -> list:
             # every pair of columns re-reads all filters, biases and requant parameters
             # and writes the outputs of the next two pixels
             addr={
-                **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
+                **{r: Rewind(0) for r in ("weights", "bias", "scratch")},
+                **qparam_rules(),
                 "output": Rewind(2 * g.out_c),
             },
             moves=s8s16_odd_channel_moves(out_ch_g, g.out_c),
@@ -432,7 +434,8 @@ def convolve_s8_items(g: Geom, kernel_ch: int, groups: int) -> list:
                 # every pair of columns re-reads all filters, biases and requant parameters
                 addr={
                     **walk.rules(firsts),
-                    **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
+                    **{r: Rewind(0) for r in ("weights", "bias", "scratch")},
+                    **qparam_rules(),
                 },
                 moves={**s8s16_odd_channel_moves(out_ch_g, g.out_c), **back},
             )
@@ -501,7 +504,7 @@ def conv2d_program(graph: Graph, op: Op) -> Program:
                     "output": Rewind(g.out_w * g.out_c),
                     "weights": Rewind(0),
                     "bias": Rewind(0),
-                    "qparams": Rewind(0),
+                    **qparam_rules(),
                 },
             )
             items = [k["entry"], row, k["exit"]]

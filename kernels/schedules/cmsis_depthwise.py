@@ -27,6 +27,7 @@ from .common import (
     gcc_out_block,
     memset_items,
     pixels_by,
+    qparam_rules,
     rows_cols_key,
 )
 
@@ -307,7 +308,7 @@ def depthwise_3x3_items(g: Geom) -> list:
                         **walk.rules(classes[(rows, (left, right))]),
                         "weights": Rewind(0),
                         "bias": Rewind(0),
-                        "qparams": Rewind(0),
+                        **qparam_rules(),
                     },
                     regs=regs,
                 )
@@ -628,7 +629,7 @@ def depthwise_opt_items(g: Geom) -> list:
                         "scratch": Rewind(0),
                         "weights": Rewind(0),
                         "bias": Rewind(0),
-                        "qparams": Rewind(0),
+                        **qparam_rules(),
                     },
                     regs={"r3": c},  # [r1, r3], [r2, r3, lsl #1], add r1, r1, r3, lsl #1
                 )
@@ -884,7 +885,7 @@ def depthwise_generic_items(g: Geom, ch_mult: int, mult4: bool) -> list:
                         ),
                         "weights": Rewind(0),
                         "bias": Rewind(0),
-                        "qparams": Rewind(0),
+                        **qparam_rules(),
                     },
                     regs=regs,
                 )

@@ -12,7 +12,7 @@ from mcusim.graph import Graph, Op
 from mcusim.isa.schedule import Block, Loop, Program, Rewind
 from mcusim.observed import OpData
 
-from .common import per_channel, weight_zero_point
+from .common import per_channel, qparam_rules, weight_zero_point
 from .matmul import vec_mat_mult_t_s8
 
 # GCC 12.2 -O2 -mcpu=cortex-m4 of arm_fully_connected_s8.c (the per-channel wrapper compiles
@@ -113,7 +113,7 @@ def fully_connected_program(graph: Graph, op: Op, data: OpData | None = None) ->
                     "input": Rewind(in_f),
                     "weights": Rewind(0),
                     "bias": Rewind(0),
-                    "qparams": Rewind(0),
+                    **qparam_rules(),
                 },
             )
         )

@@ -14,7 +14,7 @@ from functools import cache
 
 from mcusim.errors import UnsupportedOpError
 from mcusim.graph import Graph, Op, Tensor
-from mcusim.isa.schedule import Block, Loop
+from mcusim.isa.schedule import Block, Loop, Rewind
 from mcusim.ops import conv_padding
 
 from .code_sizes import ARMV7EM_DSP, owned
@@ -58,8 +58,28 @@ strb   r0, [r11], #1   {output}
 # per-channel multiplier and shift loads (post-incremented arrays)
 LOAD_QPARAMS_TEXT = """
 ldr    r2, [r6], #4    {qparams}  ; shift[ch]
-ldr    r1, [r5], #4    {qparams}  ; multiplier[ch]
+ldr    r1, [r5], #4    {qmult}    ; multiplier[ch]
 """
+
+# The per-channel requantization parameters are two int32 arrays (TFLite Micro's
+# per_channel_output_multiplier / _shift, what CMSIS-NN reads): the multipliers are the
+# "qmult" stream, the shifts the "qparams" stream, each pointer 4 bytes per channel apart.
+QPARAM_TAGS = ("qparams", "qmult")
+QPARAM_BYTES = 4  # one int32 per channel in each array
+
+
+def qparam_rules(step: int = 0, start: int = 0, every: int = 0, skip: int = 0, phase: int = 0):
+    """Loop rules of both requantization arrays (shifts and multipliers) from quantities in
+    channels (``step`` / ``start`` / ``skip`` as :class:`Rewind` takes them in bytes):
+    one rule a pointer, so the two arrays stay separate address streams."""
+    b = QPARAM_BYTES
+    r = Rewind(b * step, start=b * start, every=every, skip=b * skip, phase=phase)
+    return dict.fromkeys(QPARAM_TAGS, r)
+
+
+def qparam_moves(channels: int) -> dict[str, int]:
+    """``Loop.moves`` of both requantization arrays: ``channels`` on (or back)."""
+    return dict.fromkeys(QPARAM_TAGS, QPARAM_BYTES * channels)
 
 
 # --- arm_nn_requantize + offset/clamp/store as GCC 12 -O2 compiles it inside the CMSIS-NN
@@ -113,14 +133,14 @@ strb   r2, [r7], #1    {output}
 """
 GCC_PARAMS_POST = """
 ldr    r1, [r6], #4    {qparams}  ; shift[ch]
-ldr    r3, [r5], #4    {qparams}  ; multiplier[ch]
+ldr    r3, [r5], #4    {qmult}    ; multiplier[ch]
 """
 # the per-channel arrays' running pointers spilled to the stack (2 x 2 kernels)
 GCC_PARAMS_STACK = """
 ldr    r1, [sp, #20]            ; &shift[ch]
 ldr    r1, [r1]        {qparams}
 ldr    r3, [sp, #24]            ; &multiplier[ch]
-ldr    r3, [r3]        {qparams}
+ldr    r3, [r3]        {qmult}
 """
 # per-tensor multiplier/shift reloaded from the stack (vec_mat_mult: rows use one pair)
 GCC_PARAMS_PT = """

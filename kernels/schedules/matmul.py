@@ -14,7 +14,7 @@ from functools import cache
 
 from mcusim.isa.schedule import Block, Loop, Rewind
 
-from .common import gcc_out_block, gcc_requant_text
+from .common import gcc_out_block, gcc_requant_text, qparam_rules
 
 # ----------------------------------------------------------------- mat_mult_kernel_s8_s16
 # GCC 12 -O2 -mcpu=cortex-m4 (instruction order as compiled, docs/firmware.md section 6):
@@ -189,7 +189,8 @@ def mat_mult_kernel_s8_s16(out_ch: int, num_col: int, out_row: int | None = None
     row = Loop(
         "s8s16_rows",
         out_ch // 2,
-        addr={"scratch": Rewind(0), "qparams": Rewind(16)},  # both columns re-read per row pair
+        # both columns re-read per row pair; the channel pair's multipliers and shifts
+        addr={"scratch": Rewind(0), **qparam_rules(2)},
         moves=s8s16_outputs(out_ch if out_row is None else out_row),
         body=[
             k["row_setup"],
@@ -522,7 +523,7 @@ def mat_mult_nt_t_s8(
             "weights": Rewind(0, start=-kb),  # back to the pair's rows after the sums
             "input": Rewind(2 * lb),
             "output": Rewind(2 * rhs_rows),
-            "qparams": Rewind(0),
+            **qparam_rules(),
         },
         # the second lhs row's two outputs go one output row further
         moves={out[2]: {"output": rhs_rows - 2}},
@@ -552,7 +553,7 @@ def mat_mult_nt_t_s8(
             "weights": Rewind(2 * kb),
             "input": Rewind(0),
             "output": Rewind(2),
-            "qparams": Rewind(16),
+            **qparam_rules(2),
         },
         regs=regs,
         body=[
@@ -574,7 +575,7 @@ def mat_mult_nt_t_s8(
                     "weights": Rewind(0),
                     "input": Rewind(lb),
                     "output": Rewind(rhs_rows),
-                    "qparams": Rewind(0),
+                    **qparam_rules(),
                 },
                 regs=regs,
                 body=[
@@ -1005,7 +1006,7 @@ def _vm_blocks(
 ):
     b = Block.asm
     w = _woff if weight_offset else (lambda t: t)
-    pc = "ldr r1, [r6], #4 {qparams}\nldr r3, [r5], #4 {qparams}\n" * 2 if per_channel else ""
+    pc = "ldr r1, [r6], #4 {qparams}\nldr r3, [r5], #4 {qmult}\n" * 2 if per_channel else ""
     setup = _row_setup_text(peeled, nocols)
     # the row middle's BLE past the 1-column steps is taken only when there are none
     mid = VM_ROW_MID.replace("{taken}", "") if scalar else VM_ROW_MID

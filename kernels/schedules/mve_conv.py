@@ -27,6 +27,7 @@ from .common import (
     conv_geom,
     per_channel,
     pixels_by,
+    qparam_rules,
     taps_key,
     weight_zero_point,
 )
@@ -139,7 +140,8 @@ def convolve_s8_mve_items(g: Geom, kernel_ch: int, groups: int) -> list:
             # every 4 columns re-read all filters, biases and requantization parameters
             # and the 4-column buffer, and write the outputs of the next 4 pixels
             addr={
-                **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
+                **{r: Rewind(0) for r in ("weights", "bias", "scratch")},
+                **qparam_rules(),
                 "output": Rewind(4 * g.out_c),
             },
         )
@@ -161,7 +163,7 @@ def convolve_s8_mve_items(g: Geom, kernel_ch: int, groups: int) -> list:
                     "input": Rewind(kernel_ch),
                     "weights": Rewind(out_ch_g * rhs_cols),
                     "bias": Rewind(4 * out_ch_g),
-                    "qparams": Rewind(4 * out_ch_g),
+                    **qparam_rules(out_ch_g),
                     "output": Rewind(out_ch_g),
                     "scratch": Rewind(0),
                 },
@@ -180,7 +182,8 @@ def _batch_rules(g: Geom) -> dict:
     return {
         "input": Rewind(g.in_h * g.in_w * g.in_c),
         "output": Rewind(g.out_pixels * g.out_c),
-        **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
+        **{r: Rewind(0) for r in ("weights", "bias", "scratch")},
+        **qparam_rules(),
     }
 
 
@@ -249,7 +252,8 @@ def conv_items(g: Geom, kernel_ch: int) -> tuple[list, str]:
                     row_in, every=g.out_h, skip=g.in_h * g.in_w * g.in_c - g.out_h * row_in
                 ),
                 "output": Rewind(g.out_w * g.out_c),
-                **{r: Rewind(0) for r in ("weights", "bias", "qparams")},
+                **{r: Rewind(0) for r in ("weights", "bias")},
+                **qparam_rules(),
             },
         )
         items = [block(dsp.CONV_ENTRY, "conv_entry"), row, block(dsp.CONV_EXIT, "conv_exit")]
@@ -321,7 +325,8 @@ def fully_connected_program(graph: Graph, op: Op) -> Program:
             addr={
                 "input": Rewind(in_f),
                 "output": Rewind(out_f),
-                **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
+                **{r: Rewind(0) for r in ("weights", "bias", "scratch")},
+                **qparam_rules(),
             },
         ),
         block(FC_EXIT, "fc_exit"),

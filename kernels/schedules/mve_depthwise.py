@@ -23,7 +23,7 @@ from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
 from . import cmsis_conv as dsp_conv
 from . import cmsis_depthwise as dsp_dw
-from .common import Geom, PixelWalk, conv_geom, pixels_by, taps_key
+from .common import QPARAM_TAGS, Geom, PixelWalk, conv_geom, pixels_by, taps_key
 from .mve_common import (
     block,
     lanes_note,
@@ -111,7 +111,7 @@ str    r3, [sp, #28]
         # multipliers / shifts reloaded per output: no Q registers left to keep them
         t += """
 ldr    r3, [sp, #20]
-vldrw.u32 q4, [r3] {qparams}          ; 4 multipliers
+vldrw.u32 q4, [r3] {qmult}            ; 4 multipliers
 ldr    r3, [sp, #24]
 vldrw.u32 q5, [r3] {qparams}          ; 4 shifts
 vmov.i32 q0, #0
@@ -156,8 +156,8 @@ def _left_out(note: str) -> str:
     return (
         """
 ldr    r3, [sp, #20]
-vldrw.u32 q2, [r3], #16 {qparams}
-vldrw.u32 q3, [r3, #112] {qparams}
+vldrw.u32 q2, [r3], #16 {qmult}       ; 4 multipliers
+vldrw.u32 q3, [r6], #16 {qparams}     ; 4 shifts (r6: free in the leftover path)
 str    r3, [sp, #20]
 vmov.i32 q0, #0
 """
@@ -182,11 +182,16 @@ def _groups(active: int, setup: Block, tap: Block, out, taps: int, name: str) ->
                 full,
                 [*body, block(out(""), f"{name}_out")],
                 # the output block's "subs r3, #4" (channels left) and "adds r3, #16"
-                # twice land on the qparams pointer (r3 is its base there): 16 per group
+                # twice land on the multipliers' pointer (r3 is its base there), none on
+                # the shifts': both 16 per group
                 addr={
                     "scratch": Rewind(4),
                     "weights": Rewind(4),
-                    **({"qparams": Rewind(16, start=4)} if name == "dw_nt" else {}),
+                    **(
+                        {"qmult": Rewind(16, start=4), "qparams": Rewind(16)}
+                        if name == "dw_nt"
+                        else {}
+                    ),
                 },
             )
         )
@@ -293,7 +298,7 @@ def depthwise_opt_mve_items(g: Geom) -> list:
                     "scratch": pos.rule("scratch", nq, 0),
                     "weights": pos.rule("weights", nq, c0),
                     "bias": pos.rule("bias", nq, 4 * c0),
-                    "qparams": pos.rule("qparams", nq, 4 * c0),
+                    **{t: pos.rule(t, nq, 4 * c0) for t in QPARAM_TAGS},
                     "output": pos.rule("output", nq, c0, 4 * g.out_c),
                 },
                 regs={"r9": g.in_c},
@@ -316,7 +321,7 @@ def depthwise_opt_mve_items(g: Geom) -> list:
                     "scratch": pos.rule("scratch", n_left, 0, col),
                     "weights": pos.rule("weights", n_left, c0),
                     "bias": pos.rule("bias", n_left, 4 * c0),
-                    "qparams": pos.rule("qparams", n_left, 4 * c0),
+                    **{t: pos.rule(t, n_left, 4 * c0) for t in QPARAM_TAGS},
                     "output": pos.rule("output", n_left, c0 + nq * 4 * g.out_c, g.out_c),
                 },
                 regs={"r9": g.in_c},

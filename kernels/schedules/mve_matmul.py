@@ -18,8 +18,12 @@ from __future__ import annotations
 
 from mcusim.isa.schedule import Loop, Rewind
 
-from .common import REQUANT_TEXT
+from .common import REQUANT_TEXT, qparam_rules
 from .mve_common import SCALAR_OUT, block, offset_clamp, requant_mve, requant_mve_32x4, tp_loop
+
+# The per-channel multipliers ("qmult") and shifts ("qparams") are two arrays: the shifts
+# go through their own running pointer, kept in ip (r12), free where they are loaded (the
+# accumulators it held are in Q1 by then; register choices plausible, not exact).
 
 # ------------------------------------------------------------------ mat_mult_nt_t_s8
 NT_ENTRY = """
@@ -101,8 +105,8 @@ str    r3, [sp, #20]
 add    r8, r8, r2
 vadd.i32 q1, q1, r8
 ldr    r3, [sp, #24]
-ldr    r1, [r3], #4    {qparams}         ; multiplier[i]
-ldr    r2, [r3, #124]  {qparams}         ; shift[i]
+ldr    r1, [r3], #4    {qmult}           ; multiplier[i]
+ldr    r2, [ip], #4    {qparams}         ; shift[i]
 str    r3, [sp, #24]
 """
     + requant_mve()
@@ -175,8 +179,8 @@ NT_ROW1_QUAD_OUT = (
     """
 vldrw.u32 q1, [sp]
 ldr    r3, [sp, #24]
-vldrw.u32 q2, [r3], #16 {qparams}       ; 4 multipliers
-vldrw.u32 q3, [r3, #112] {qparams}      ; 4 shifts
+vldrw.u32 q2, [r3], #16 {qmult}         ; 4 multipliers
+vldrw.u32 q3, [ip], #16 {qparams}       ; 4 shifts
 str    r3, [sp, #24]
 vmov.i32 q0, #0
 """
@@ -196,7 +200,7 @@ cmp    r3, r7
 blt    .Lnt1_ch
 """
 NT_ROW1_TAIL_OUT = (
-    "ldr r0, [sp, r6, lsl #2]\nldr r1, [r5], #4 {qparams}\nldr r2, [r5, #124] {qparams}\n"
+    "ldr r0, [sp, r6, lsl #2]\nldr r1, [r5], #4 {qmult}\nldr r2, [ip], #4 {qparams}\n"
     + REQUANT_TEXT
     + SCALAR_OUT
     + "adds r6, #1\n"
@@ -246,7 +250,7 @@ def mat_mult_nt_t_s8_mve(
             lhs: Rewind(4 * lb),
             "weights": Rewind(0),
             "bias": Rewind(0),
-            "qparams": Rewind(0),
+            **qparam_rules(),
             "output": Rewind(4 * ob),
         },
         body=[
@@ -261,7 +265,7 @@ def mat_mult_nt_t_s8_mve(
                     "weights": Rewind(rhs_cols),
                     lhs: Rewind(0),
                     "bias": Rewind(4),
-                    "qparams": Rewind(4),
+                    **qparam_rules(1),
                     "output": Rewind(1),
                 },
                 body=[
@@ -322,7 +326,7 @@ def mat_mult_nt_t_s8_mve(
                     lhs: Rewind(lb),
                     "weights": Rewind(0),
                     "bias": Rewind(0),
-                    "qparams": Rewind(0),
+                    **qparam_rules(),
                     "output": Rewind(ob),
                 },
             )
@@ -400,8 +404,8 @@ ldr    r2, [sp, #144]                 ; dst_shift"""
 # arm_nn_vec_mat_mult_t_per_ch_s8: *dst_multiplier++, *dst_shift++ (one pair per pass)
 VM_PARAMS_PC = """
 ldr    r3, [sp, #24]
-ldr    r1, [r3], #4    {qparams}        ; *dst_multiplier++
-ldr    r2, [r3, #124]  {qparams}        ; *dst_shift++
+ldr    r1, [r3], #4    {qmult}          ; *dst_multiplier++
+ldr    r2, [ip], #4    {qparams}        ; *dst_shift++
 str    r3, [sp, #24]"""
 
 VM_ROW4_OUT = (

@@ -35,7 +35,7 @@ from mcusim.isa.schedule import Loop, Program, Rewind
 
 from . import cmsis_conv as dsp
 from .cmix_common import Prec, layer_prec, packed_bytes
-from .common import Geom, conv_geom, pixels_by, taps_key
+from .common import Geom, conv_geom, pixels_by, qparam_rules, taps_key
 from .mve_common import block, memcpy_mve_items, memset_mve_items, requant_mve
 
 
@@ -158,8 +158,10 @@ def epilogue_text(p: Prec, rows: int) -> str:
         t += "str    r4, [sp, #40]\n"
         src = "q3"
     else:
-        t += "ldr    r4, [sp, #44]\nldr    r1, [r4], #4    {qparams}\n"
-        t += "ldr    r9, [r4, #124]   {qparams}\nstr    r4, [sp, #44]\n"
+        # multipliers and shifts: two arrays, the shifts' running pointer in ip (free
+        # here: its accumulator is in Q1)
+        t += "ldr    r4, [sp, #44]\nldr    r1, [r4], #4    {qmult}\n"
+        t += "ldr    r9, [ip], #4     {qparams}\nstr    r4, [sp, #44]\n"
         t += requant_mve(q="q1", mult="r1", shift="r9")
         t += "ldr    r4, [sp, #60]\nvadd.i32 q1, q1, r4                ; + output offset\n"
         t += "ldr    r4, [sp, #64]\nvdup.32 q5, r4\nldr    r4, [sp, #68]\nvdup.32 q6, r4\n"
@@ -238,7 +240,7 @@ def kernel_items(p: Prec, lhs_rows: int, out_c: int, k_cols: int, src: str, lb: 
                     src: Rewind(rows * lb),
                     "weights": Rewind(0),
                     "bias": Rewind(0),
-                    "qparams": Rewind(0),
+                    **qparam_rules(),
                 },
             )
         )
@@ -341,7 +343,7 @@ def conv2d_program(graph: Graph, op: Op) -> Program:
                 "scratch": Rewind(0),
                 "weights": Rewind(0),
                 "bias": Rewind(0),
-                "qparams": Rewind(0),
+                **qparam_rules(),
             },
         )
     )

@@ -47,7 +47,7 @@ from mcusim.isa.ri5cy import div_cycles
 from mcusim.isa.riscv_asm import hw_loop
 from mcusim.isa.schedule import Block, Loop, Program, Rewind
 
-from .common import conv_geom, pool_geom, valid_taps_1d
+from .common import conv_geom, pool_geom, qparam_rules, valid_taps_1d
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,8 @@ def requant_text(acc: list[list[str]], spec: OutSpec, t: Target, ptrs: list[str]
                 out.append(f"slli t6, {acc[c][p]}, 1\nsub {acc[c][p]}, a5, t6\n")
     if spec.mode == "fixed_point":
         for c in range(n_ch):
-            out.append("p.lw a4, 4(a6!) {qparams}\np.lw a5, 4(a7!) {qparams}\n")  # kappa, lambda
+            # kappa (the multiplier: its own array, "qmult"), lambda
+            out.append("p.lw a4, 4(a6!) {qmult}\np.lw a5, 4(a7!) {qparams}\n")
             for p in range(n_px):
                 out.append(
                     f"mul t6, {acc[c][p]}, a4\nadd t6, t6, a5\nsra t6, t6, t1\n"
@@ -639,7 +640,8 @@ def conv_program(graph: Graph, op: Op, part, t: Target) -> Program:
                 n_blocks,
                 matmul_items(mm, spec, n_ch, p_blk, k, name),
                 addr={
-                    **{r: Rewind(0) for r in ("weights", "bias", "qparams", "scratch")},
+                    **{r: Rewind(0) for r in ("weights", "bias", "scratch")},
+                    **qparam_rules(),
                     **(
                         {"input": Rewind(p_blk * x.dtype.storage_bytes(g.in_c))}
                         if pointwise
@@ -731,7 +733,7 @@ def depthwise_program(graph: Graph, op: Op, part, t: Target) -> Program:
                 *(tree_items(1, spec) if _is_tree(spec, t) else []),
                 b["px_end"],
             ],
-            addr={"weights": Rewind(0), "qparams": Rewind(0), "bias": Rewind(0)},
+            addr={"weights": Rewind(0), **qparam_rules(), "bias": Rewind(0)},
         ),
     ]
     per_ch = [Loop("dw_out_cols", part.n_cols * g.batches, per_col), b["ch_end"]]
@@ -791,7 +793,7 @@ def _dw_blocks(wb: int, ab: int, spec: OutSpec, t: Target) -> dict:
     )
     if spec.mode == "fixed_point":  # pulp_nn_bn_quant_u8 is noinline: a call per output
         rq = (
-            "lw a1, 0(a6) {qparams}\nlw a2, 0(a7) {qparams}\nmv a0, s0\njal ra, pulp_nn_bn_quant\n"
+            "lw a1, 0(a6) {qmult}\nlw a2, 0(a7) {qparams}\nmv a0, s0\njal ra, pulp_nn_bn_quant\n"
             "mul a0, a0, a1\nadd a0, a0, a2\nsra a0, a0, t1\n"
             f"p.clipu t6, a0, {spec.bits + 1}\nret\n" + stores_text(spec.bits, 1, "s7")
         )

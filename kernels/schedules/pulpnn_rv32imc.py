@@ -94,12 +94,15 @@ def _tap_block(name: str, inside: bool) -> Block:
 
 @cache
 def _out_block(name: str) -> Block:
+    """Bias, requantization (multiplier and shift from their two arrays: pointers t6 and
+    ra, which the loops never call through), clamp, store, next channel."""
     return _rv(
-        "lw a0, 0(s8) {bias}\nadd a0, a0, s3\nlw a1, 0(t6) {qparams}\nlw a2, 4(t6) {qparams}\n"
+        "lw a0, 0(s8) {bias}\nadd a0, a0, s3\nlw a1, 0(t6) {qmult}\nlw a2, 0(ra) {qparams}\n"
         "srai a3, a2, 31\n"
         + MBQM_RV.replace("sll    a0, a0, a2", "sll    a0, a0, a3")
         + CLAMP_STORE
-        + "addi s8, s8, 4\naddi t6, t6, 8\nli s3, 0\naddi t4, t4, -1\nbnez t4, .Lout {taken}",
+        + "addi s8, s8, 4\naddi t6, t6, 4\naddi ra, ra, 4\nli s3, 0\naddi t4, t4, -1\n"
+        "bnez t4, .Lout {taken}",
         f"{name}_output",
     )
 

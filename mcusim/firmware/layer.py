@@ -214,7 +214,8 @@ def _raw_bias(folded: np.ndarray, weights2d: np.ndarray, in_zp: int) -> np.ndarr
 
 
 # per-channel parameters a runtime prepares at init: RAM, as TFLite Micro's persistent
-# arena buffers (and the simulator's "qparams" stream); weights and biases stay in flash
+# arena buffers (and the simulator's "qmult" / "qparams" streams); weights and biases stay
+# in flash
 QPARAM_BUFFERS = ("mult", "shift", "thresholds")
 
 
@@ -622,7 +623,8 @@ STREAM_BUFFERS = {
     "output": ("output",),
     "weights": ("weights",),
     "bias": ("bias",),
-    "qparams": ("mult", "thresholds"),
+    "qparams": ("shift", "thresholds"),  # shifts, or the thresholds of a thresholds twin
+    "qmult": ("mult",),
     "scratch": ("scratch",),
 }
 
