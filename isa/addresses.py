@@ -229,6 +229,24 @@ def _regs_map(d: dict) -> dict[int, int]:
     return out
 
 
+def distinct_blocks(programs) -> list[Block]:
+    """Every distinct Block object of ``programs`` once (a loop met again holds no new
+    block): the code the layout places."""
+    seen: set[int] = set()
+    out: list[Block] = []
+    stack = [it for p in programs for it in p.items]
+    while stack:
+        it = stack.pop()
+        if id(it) in seen:
+            continue
+        seen.add(id(it))
+        if isinstance(it, Block):
+            out.append(it)
+        else:
+            stack.extend(it.body)
+    return out
+
+
 class _Compiler:
     def __init__(self, code_base: int, fetch_align: int = 4):
         self.prog: list[int] = []
@@ -249,23 +267,14 @@ class _Compiler:
         """Bytes left after each block of every sized library function: its compiled size
         less the bytes of its distinct blocks in ``programs``, shared out over those
         blocks (2-byte steps: Thumb code stays halfword aligned)."""
-        seen: set[int] = set()
         executed: dict[str, int] = {}
         blocks: dict[str, int] = {}
         size: dict[str, int] = {}
-        stack = [it for p in programs for it in p.items]
-        while stack:
-            it = stack.pop()
-            if id(it) in seen:
-                continue
-            seen.add(id(it))
-            if isinstance(it, Block):
-                if it.func and it.func_bytes > 0:
-                    executed[it.func] = executed.get(it.func, 0) + it.code_bytes + it.code_bytes % 2
-                    blocks[it.func] = blocks.get(it.func, 0) + 1
-                    size[it.func] = it.func_bytes
-            else:
-                stack.extend(it.body)
+        for b in distinct_blocks(programs):
+            if b.func and b.func_bytes > 0:
+                executed[b.func] = executed.get(b.func, 0) + b.code_bytes + b.code_bytes % 2
+                blocks[b.func] = blocks.get(b.func, 0) + 1
+                size[b.func] = b.func_bytes
         for f, n in executed.items():
             self.gaps[f] = max(size[f] - n, 0) // blocks[f] // 2 * 2
 

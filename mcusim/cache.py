@@ -59,6 +59,7 @@ from mcusim.isa.addresses import (
     OP_END,
     OP_LOOP,
     CompiledStream,
+    distinct_blocks,
 )
 
 POLICIES = {"lru": 0, "random": 1, "round_robin": 2}
@@ -2125,19 +2126,7 @@ def _align(n: int) -> int:
 
 def code_size(programs) -> int:
     """Bytes of code when every distinct Block is laid out once (as isa/addresses.py does)."""
-    seen: set[int] = set()  # blocks and loops met (a loop met again holds no new block)
-    total = 0
-    stack = [it for p in programs for it in p.items]
-    while stack:
-        it = stack.pop()
-        if id(it) in seen:
-            continue
-        seen.add(id(it))
-        if hasattr(it, "instrs"):
-            total += it.code_bytes + it.code_bytes % 2
-        else:
-            stack.extend(it.body)
-    return total
+    return sum(b.code_bytes + b.code_bytes % 2 for b in distinct_blocks(programs))
 
 
 @dataclass(frozen=True)
