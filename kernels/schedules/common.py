@@ -17,8 +17,6 @@ from mcusim.graph import Graph, Op, Tensor
 from mcusim.isa.schedule import Block, Loop, Rewind
 from mcusim.ops import conv_padding
 
-from .code_sizes import ARMV7EM_DSP, owned
-
 # --- arm_nn_requantize (default build: doubling-high-mult without saturation, then
 # rounding divide by power of two), per output, value in r0, multiplier r1, shift r2.
 REQUANT_TEXT = """
@@ -168,14 +166,10 @@ def gcc_requant_text(src: str, params: str = "post", reload_clamp: bool = True) 
 
 
 @cache
-def gcc_out_block(
-    src: str = "r8", params: str = "post", reload_clamp: bool = True, func: str = ""
-) -> Block:
-    """Block of :func:`gcc_requant_text` (cached: one code address per variant); with
-    ``func`` the copy inlined in that Armv7E-M library function (code_sizes.py)."""
+def gcc_out_block(src: str = "r8", params: str = "post", reload_clamp: bool = True) -> Block:
+    """Block of :func:`gcc_requant_text` (cached: one code address per variant)."""
     name = f"gcc_requant_{params}" + ("" if reload_clamp else "_live")
-    blk = Block.asm(gcc_requant_text(src, params, reload_clamp), name)
-    return owned(ARMV7EM_DSP, func, {name: blk})[name] if func else blk
+    return Block.asm(gcc_requant_text(src, params, reload_clamp), name)
 
 
 @cache

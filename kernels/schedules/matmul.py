@@ -140,13 +140,10 @@ pop    {r4, r5, r6, r7, r8, r9, r10, r11, pc}
 """
 
 
-S8S16 = "arm_nn_mat_mult_kernel_s8_s16"
-
-
 @cache
 def _s8s16_blocks():
     b = Block.asm
-    kernel = {
+    return {
         "entry": b(S8S16_ENTRY, "s8s16_entry"),
         "row_setup": b(S8S16_ROW_SETUP, "s8s16_row_setup"),
         "inner": b(S8S16_INNER, "s8s16_inner"),
@@ -156,10 +153,7 @@ def _s8s16_blocks():
         "odd_inner": b(S8S16_ODD_INNER, "s8s16_odd_inner"),
         "odd_left": b(S8S16_ODD_LEFT, "s8s16_odd_left"),
         "exit": b(S8S16_EXIT, "s8s16_exit"),
-    }
-    return {
-        **kernel,
-        "call": b("bl arm_nn_mat_mult_kernel_s8_s16", "s8s16_call"),  # the caller's
+        "call": b("bl arm_nn_mat_mult_kernel_s8_s16", "s8s16_call"),
     }
 
 
