@@ -623,12 +623,11 @@ mn_vec_mat_mult_t_per_ch_s8(const int8_t *lhs, const int8_t *rhs, const int32_t 
                 act_min, act_max, 1);
 }
 
-/* arm_fully_connected_per_channel_s8: one vector x matrix call per batch row. External
- * linkage: the assembly wrapper below branches to it by name, so it keeps the standard ABI. */
-int32_t mn_fc_per_channel_s8(const mn_fc_args *a);
-int32_t mn_fc_per_channel_s8(const mn_fc_args *a)
+/* One vector x matrix call per batch row (arm_fully_connected_s8 / _per_channel_s8; the
+ * per-tensor one with its multiplier and shift as scalars). The fields as locals: output
+ * stores cannot alias them. */
+MN_INLINE int32_t mn_fc_batches(const mn_fc_args *a, const int per_ch)
 {
-    /* the fields as locals: output stores cannot alias them */
     const int8_t *in = a->input, *w = a->weights;
     const int32_t *bias = a->bias, *mult = a->mult, *shift = a->shift;
     int8_t *out = a->output;
@@ -637,10 +636,23 @@ int32_t mn_fc_per_channel_s8(const mn_fc_args *a)
     const int32_t lo = a->act_min, hi = a->act_max;
     if (cols < 1 || rows < 1)
         return MN_ARG_ERROR;
-    for (int32_t b = 0; b < batches; b++, in += cols, out += rows)
-        mn_vec_mat_mult_t_per_ch_s8(in, w, bias, out, in_off, out_off, mult, shift, cols, rows,
-                                    lo, hi);
+    for (int32_t b = 0; b < batches; b++, in += cols, out += rows) {
+        if (per_ch)
+            mn_vec_mat_mult_t_per_ch_s8(in, w, bias, out, in_off, out_off, mult, shift, cols,
+                                        rows, lo, hi);
+        else
+            mn_vec_mat_mult_t_s8(in, w, bias, out, in_off, out_off, mult[0], shift[0], cols,
+                                 rows, lo, hi);
+    }
     return MN_OK;
+}
+
+/* arm_fully_connected_per_channel_s8. External linkage: the assembly wrapper below branches
+ * to it by name, so it keeps the standard ABI. */
+int32_t mn_fc_per_channel_s8(const mn_fc_args *a);
+int32_t mn_fc_per_channel_s8(const mn_fc_args *a)
+{
+    return mn_fc_batches(a, 1);
 }
 
 #if MN_DSP && !MN_MVE
@@ -714,23 +726,9 @@ __attribute__((naked, noinline)) int32_t mn_fully_connected_s8(const mn_fc_args 
         "pop     {r4, r5, r6, r7, r8, r9, r10, r11, pc}\n\t");
 }
 #else
+/* arm_fully_connected_s8, or per-channel weights on to their own function */
 int32_t mn_fully_connected_s8(const mn_fc_args *a)
 {
-    /* the fields as locals (output stores cannot alias them); per-channel weights go on to
-     * their own function, as arm_fully_connected_per_channel_s8 is one */
-    const int8_t *in = a->input, *w = a->weights;
-    const int32_t *bias = a->bias, *mult = a->mult, *shift = a->shift;
-    int8_t *out = a->output;
-    const int32_t batches = a->batches, cols = a->in_depth, rows = a->out_depth;
-    const int32_t in_off = a->in_offset, out_off = a->out_offset;
-    const int32_t lo = a->act_min, hi = a->act_max;
-    if (cols < 1 || rows < 1)
-        return MN_ARG_ERROR;
-    if (a->per_channel)
-        return mn_fc_per_channel_s8(a);
-    const int32_t m0 = mult[0], s0 = shift[0];
-    for (int32_t b = 0; b < batches; b++, in += cols, out += rows)
-        mn_vec_mat_mult_t_s8(in, w, bias, out, in_off, out_off, m0, s0, cols, rows, lo, hi);
-    return MN_OK;
+    return a->per_channel ? mn_fc_per_channel_s8(a) : mn_fc_batches(a, 0);
 }
 #endif
